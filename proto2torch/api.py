@@ -1,0 +1,68 @@
+"""The Python API: nets from files, weights onto nets, nets into PyTorch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from torch import fx
+
+from .backend.live import build_graph_module, run_blobs
+from .caffemodel.reader import CaffeModel, read_caffemodel
+from .ir.graph import Net
+from .ir.shapes import infer_shapes
+from .ir.weights import attach_weights, initialise
+from .prototxt.lower import load_prototxt
+
+Weights = Union[str, Path, CaffeModel, Mapping[str, Sequence[np.ndarray]], None]
+InputShapes = Mapping[str, Sequence[int]]
+
+
+def load_net(net: Net | str | Path, inputs: InputShapes | None = None, **kwargs: object) -> Net:
+    """A net from a Net or a path (prototxt, or caffe-tensorflow DSL for ``.py``), reshaped to ``inputs``."""
+    if isinstance(net, Net):
+        return infer_shapes(net, inputs) if inputs else net
+    path = Path(net)
+    if path.suffix == ".py" or kwargs.get("format") == "dsl":
+        from .dsl import load_dsl
+
+        return load_dsl(path, inputs=inputs, **{k: v for k, v in kwargs.items() if k != "format"})  # type: ignore[arg-type]
+    return load_prototxt(path, inputs=inputs, **{k: v for k, v in kwargs.items() if k != "format"})  # type: ignore[arg-type]
+
+
+def with_weights(net: Net, weights: Weights = None, *, allow_missing: bool = False) -> Net:
+    """``net`` with learned blobs: from a caffemodel path, a :class:`CaffeModel`, a dict, or
+    (``weights=None``) the ones already attached, completed from the layers' fillers."""
+    if weights is None:
+        return initialise(net)
+    legacy = None
+    if isinstance(weights, (str, Path)):
+        weights = read_caffemodel(weights)
+    if isinstance(weights, CaffeModel):
+        legacy = {layer.name: layer.legacy for layer in weights.layers}
+        weights = weights.as_dict()
+    return attach_weights(net, weights, legacy=legacy, allow_missing=allow_missing)
+
+
+def to_torch(net: Net | str | Path, weights: Weights = None, inputs: InputShapes | None = None) -> fx.GraphModule:
+    """A ``torch.nn.Module`` (an fx GraphModule, in eval mode) computing ``net``.
+
+    ``forward`` takes the net inputs positionally in prototxt order or by name and
+    returns the output blob (one output) or a dict of them.  :func:`run_blobs` gives
+    every intermediate blob.
+    """
+    net = load_net(net, inputs)
+    net = with_weights(net, weights)
+    return build_graph_module(net)
+
+
+def blobs(module: fx.GraphModule, *args: torch.Tensor | np.ndarray, **kwargs: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+    """Every blob of a forward pass by Caffe blob name (see :func:`run_blobs`)."""
+    return run_blobs(module, *(_t(a) for a in args), **{k: _t(v) for k, v in kwargs.items()})
+
+
+def _t(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))

@@ -1,0 +1,189 @@
+"""The ``proto2torch`` command line.
+
+Exit codes: 0 success; 1 verification mismatch; 2 an error in the input (parse,
+schema, graph, shape, weights…), printed without a traceback (``--debug`` shows it);
+3 (inspect) the net parsed but has unsupported layers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Proto2TorchError
+
+
+def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=d0,d1,..., got {text!r}") from None
+    return name, shape
+
+
+def _pair_arg(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _net_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("net", help="network definition: .prototxt (V2, V1 or V0) or caffe-tensorflow .py")
+    p.add_argument("--input", action="append", type=_shape_arg, default=[], metavar="NAME=d0,d1,...", help="input shape (repeatable)")
+    p.add_argument("--phase", choices=("TEST", "TRAIN"), default="TEST")
+    p.add_argument("--stage", action="append", default=None, help="NetState stage for include/exclude rules (repeatable)")
+    p.add_argument("--level", type=int, default=None, help="NetState level for include/exclude rules")
+    p.add_argument("--define", action="append", type=_pair_arg, default=[], metavar="NAME=VALUE", help="value for a ${NAME} placeholder")
+    p.add_argument(
+        "--semantics", action="append", type=_pair_arg, default=[], metavar="TYPE=MODE", help="choose a fork's semantics, e.g. Upsample=segnet"
+    )
+    p.add_argument("--format", choices=("prototxt", "dsl"), default=None, help="input format (default: by file suffix)")
+    p.add_argument("--dialect", default=None, help="caffe-tensorflow DSL dialect (ethereon, drsleep, pspnet, icnet)")
+
+
+def _load(args: argparse.Namespace):  # noqa: ANN202
+    from .api import load_net
+
+    kwargs: dict[str, object] = {}
+    path = Path(args.net)
+    is_dsl = args.format == "dsl" or (args.format is None and path.suffix == ".py")
+    if is_dsl:
+        kwargs["format"] = "dsl"
+        if args.dialect:
+            kwargs["dialect"] = args.dialect
+    else:
+        kwargs.update(phase=args.phase, stages=args.stage, level=args.level)
+        if args.define:
+            kwargs["defines"] = dict(args.define)
+        if args.semantics:
+            kwargs["options"] = dict(args.semantics)
+    return load_net(path, dict(args.input) or None, **kwargs)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .summary import summary_dict, summary_table
+
+    net = _load(args)
+    if args.json:
+        import json
+
+        print(json.dumps(summary_dict(net), indent=2))
+    else:
+        print(summary_table(net))
+    return 3 if net.unsupported() else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .api import with_weights
+    from .verify import reference_inputs, verify_net
+
+    try:
+        with np.load(args.reference) as data:
+            reference = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise Proto2TorchError(f"cannot read reference {args.reference}: {exc}") from None
+    if not args.input:
+        args.input = [(k[len("input:") :], tuple(v.shape)) for k, v in reference.items() if k.startswith("input:")]
+    net = with_weights(_load(args), args.weights)
+    reference_inputs(net, reference)  # fail early when an input is missing
+    run = _runner(net, args.backend)
+    report = verify_net(net, reference, run, rtol=args.rtol, strict=args.strict)
+    print(report.to_json() if args.json else report.table())
+    return 0 if report.passed else 1
+
+
+def _runner(net, backend: str):  # noqa: ANN001, ANN202
+    import torch
+
+    if backend == "source":
+        from .backend.source import load_emitted
+
+        module = load_emitted(net)
+    else:
+        from .backend.live import build_graph_module
+
+        module = build_graph_module(net)
+    from .backend.live import run_blobs
+
+    def run(inputs):  # noqa: ANN001, ANN202
+        tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}
+        if backend == "source":
+            from .backend.source import run_source_blobs
+
+            return run_source_blobs(module, net, tensors)
+        return run_blobs(module, **tensors)
+
+    return run
+
+
+def cmd_case(args: argparse.Namespace) -> int:
+    from .conformance import Case
+
+    case = Case.load(args.case)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = case.write_caffemodel(out / "weights.caffemodel")
+    reference = case.write_reference(out / "reference.npz")
+    print(f"{case.name}: wrote {weights} ({case.meta.get('weights_format', 'v2')}) and {reference}")
+    print(f"next: proto2torch verify {case.prototxt} --weights {weights} --reference {reference} --rtol {case.rtol}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="proto2torch", description="Caffe / caffe-tensorflow networks to PyTorch, verified blob by blob.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="list layers with shapes, parameters, receptive field and stride")
+    _net_options(p)
+    p.add_argument("--weights", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("verify", help="run the net and compare every blob with reference values")
+    _net_options(p)
+    p.add_argument("--weights", required=True, help=".caffemodel (or weights .npy for DSL nets)")
+    p.add_argument("--reference", required=True, help=".npz with expected blobs by name and inputs as input:NAME")
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--strict", action="store_true", help="ill-conditioned blobs without a layer-local check fail")
+    p.add_argument("--backend", choices=("live", "source"), default="live", help="run the live module or the emitted source")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("case", help="materialise a conformance case: weights.caffemodel + reference.npz")
+    p.add_argument("case", help="case folder (net.prototxt, recipe.json, expected.npz, meta.json)")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_case)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Proto2TorchError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, MemoryError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

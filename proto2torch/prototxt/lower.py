@@ -1,0 +1,230 @@
+"""Prototxt → IR: parse, bind Caffe's schema, upgrade legacy forms, filter by phase, build the graph.
+
+In-place layers get fresh SSA values; a bottom always refers to the latest value of its
+blob, as in Caffe.  Layers without a converter (fork or Python layers) stay in the
+graph, marked unsupported with a reason, so ``inspect`` can list them all at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..errors import GraphError, LayerParamError, Proto2TorchError, SchemaError, UnsupportedFeature
+from ..ir.graph import Net, Node, Value, compute_outputs
+from ..ir.shapes import infer_shapes
+from ..layers.registry import ParseContext, lookup, registered
+from .message import Msg
+from .schema import Diagnostic, bind
+from .textformat import parse_text
+from .upgrade import layer_included, upgrade_net
+
+
+def load_prototxt(
+    path: str | Path,
+    *,
+    phase: str = "TEST",
+    level: int | None = None,
+    stages: Sequence[str] | None = None,
+    inputs: Mapping[str, Sequence[int]] | None = None,
+    defines: Mapping[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
+) -> Net:
+    """Read a Caffe prototxt (V2, V1 or V0) into a :class:`Net` with shapes inferred.
+
+    ``inputs`` overrides input shapes by blob name; ``defines`` fills ``${NAME}``
+    placeholders; ``options`` chooses between fork semantics (e.g. ``{"Upsample": "segnet"}``).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise Proto2TorchError(f"cannot read {path}: {exc.strerror}") from None
+    return net_from_text(data, str(path), phase=phase, level=level, stages=stages, inputs=inputs, defines=defines, options=options)
+
+
+def net_from_text(
+    text: str | bytes,
+    filename: str = "<text>",
+    *,
+    phase: str = "TEST",
+    level: int | None = None,
+    stages: Sequence[str] | None = None,
+    inputs: Mapping[str, Sequence[int]] | None = None,
+    defines: Mapping[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
+) -> Net:
+    if phase not in ("TEST", "TRAIN"):
+        raise SchemaError(f"phase must be TEST or TRAIN, not {phase!r}")
+    registered()  # layer modules add their fork messages to the schema
+    root = parse_text(text, filename, dict(defines) if defines else None)
+    diagnostics: list[Diagnostic] = []
+    bind(root, "NetParameter", diagnostics)
+    net_msg = upgrade_net(root, diagnostics)
+    state = net_msg.sub("state")
+    level = int(state.get("level")) if level is None else level
+    stage_set = frozenset(state.all("stage") if stages is None else stages)
+    opts = {"phase": phase, **(options or {})}
+    name = net_msg.get("name") or Path(filename).stem
+    net = _build(net_msg, name, filename, phase, level, stage_set, opts, diagnostics)
+    return infer_shapes(net, inputs)
+
+
+def _build(
+    net_msg: Msg,
+    name: str,
+    filename: str,
+    phase: str,
+    level: int,
+    stages: frozenset[str],
+    options: dict[str, str],
+    diagnostics: list[Diagnostic],
+) -> Net:
+    values: dict[str, Value] = {}
+    latest: dict[str, str] = {}  # blob name → id of its current value
+    nodes: list[Node] = []
+    names_seen: set[str] = set()
+    excluded: dict[str, Msg] = {}  # blob → a layer that writes it but is not in this phase/stage
+    for index, layer in enumerate(net_msg.all("layer")):
+        if not layer_included(layer, phase, level, stages):
+            for top in layer.all("top"):
+                excluded.setdefault(top, layer)
+            continue
+        type_name = layer.get("type")
+        if not type_name:
+            raise SchemaError("layer has no type", layer.span("name") or layer.span())
+        layer_name = layer.get("name") or f"{type_name}{index}"
+        if layer_name in names_seen:
+            diagnostics.append(Diagnostic(layer.span("name"), f"layer name '{layer_name}' is used twice; weights are matched by name"))
+        names_seen.add(layer_name)
+        bottoms, tops = layer.all("bottom"), layer.all("top")
+        inputs = []
+        for i, bottom in enumerate(bottoms):
+            if bottom not in latest:
+                nodes.append(_implicit_input(bottom, excluded.get(bottom), layer, i, phase, values, latest, diagnostics))
+            inputs.append(latest[bottom])
+        spec = lookup(type_name)
+        outputs = []
+        for j, top in enumerate(tops):
+            in_place = j < len(bottoms) and bottoms[j] == top
+            if top in latest and not in_place:
+                raise GraphError(
+                    f"top '{top}' is already produced by an earlier layer and this layer is not in-place (bottom {j} is not '{top}')",
+                    _nth_span(layer, "top", j),
+                    layer_name,
+                )
+            if in_place and spec is not None and not spec.in_place_ok:
+                raise GraphError(f"{type_name} cannot work in place (top '{top}' is also its bottom)", _nth_span(layer, "top", j), layer_name)
+            value_id = _fresh_id(top, values)
+            values[value_id] = Value(value_id, top)
+            latest[top] = value_id
+            outputs.append(value_id)
+        param_names = tuple(spec_msg.get("name") for spec_msg in layer.all("param"))
+        params, unsupported = None, None
+        if spec is None:
+            unsupported = _why_unsupported(layer, type_name)
+        else:
+            unsupported = _count_problem(spec, len(bottoms), len(tops))
+            if unsupported is None:
+                ctx = ParseContext(layer, layer_name, options, len(bottoms), len(tops))
+                try:
+                    params = spec.parse(ctx)
+                except UnsupportedFeature as exc:
+                    unsupported = exc.message
+        nodes.append(
+            Node(
+                name=layer_name,
+                type=type_name,
+                params=params,
+                inputs=tuple(inputs),
+                outputs=tuple(outputs),
+                msg=layer,
+                span=layer.span(),
+                param_names=param_names,
+                unsupported=unsupported,
+            )
+        )
+    return Net(
+        name=name,
+        nodes=tuple(nodes),
+        values=values,
+        outputs=compute_outputs(nodes),
+        source=filename,
+        phase=phase,
+        diagnostics=tuple(diagnostics),
+        options=options,
+    )
+
+
+def _implicit_input(
+    blob: str,
+    producer: Msg | None,
+    consumer: Msg,
+    index: int,
+    phase: str,
+    values: dict[str, Value],
+    latest: dict[str, str],
+    diagnostics: list[Diagnostic],
+) -> Node:
+    """An input node for a bottom that no included layer writes.
+
+    When a layer of another phase or stage writes it (a TRAIN-only data layer, say) the
+    blob simply becomes a net input of unknown shape.  When no layer writes it at all
+    (a fragment of a larger net, or a typo) the input is marked unsupported, so the net
+    still loads for ``inspect`` but cannot be converted.
+    """
+    span = _nth_span(consumer, "bottom", index)
+    unsupported = None
+    if producer is not None:
+        diagnostics.append(
+            Diagnostic(
+                producer.span("name") or producer.span(),
+                f"blob '{blob}' is written only by layer '{producer.get('name')}' ({producer.get('type')}), which the {phase} "
+                f"phase (and stages) leave out; it becomes a net input of unknown shape (give --input {blob}=..., or choose --phase/--stage)",
+            )
+        )
+    else:
+        unsupported = f"bottom '{blob}' of layer '{consumer.get('name')}' is not produced by any layer (a fragment of a larger net, or a misspelt name?)"
+    value_id = _fresh_id(blob, values)
+    values[value_id] = Value(value_id, blob)
+    latest[blob] = value_id
+    from ..layers.data import InputParams
+
+    return Node(f"input_{blob}", "Input", InputParams((None,)), (), (value_id,), span=span, unsupported=unsupported)
+
+
+def _fresh_id(blob: str, values: Mapping[str, Value]) -> str:
+    if blob not in values:
+        return blob
+    n = 2
+    while f"{blob}@{n}" in values:
+        n += 1
+    return f"{blob}@{n}"
+
+
+def _nth_span(layer: Msg, field: str, n: int):  # noqa: ANN202
+    seen = 0
+    for i, entry in enumerate(layer.entries):
+        if entry[0] == field:
+            if seen == n:
+                return layer.entry_span(i)
+            seen += 1
+    return layer.span()
+
+
+def _count_problem(spec, n_bottoms: int, n_tops: int) -> str | None:  # noqa: ANN001
+    for what, n, (lo, hi) in (("bottoms", n_bottoms, spec.bottoms), ("tops", n_tops, spec.tops)):
+        if n < lo or (hi is not None and n > hi):
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi is not None else f"at least {lo}"
+            return f"{spec.type} takes {want} {what}, got {n}"
+    return None
+
+
+def _why_unsupported(layer: Msg, type_name: str) -> str:
+    if type_name == "Python":
+        python = layer.sub("python_param")
+        return (
+            f"Python layer {python.get('module')}.{python.get('layer')} runs user code; "
+            "register a converter for it (proto2torch.register_layer) to convert this net"
+        )
+    return f"no converter for layer type '{type_name}' (a Caffe fork layer?); see 'Adding a layer' in the README"
