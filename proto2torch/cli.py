@@ -125,6 +125,42 @@ def _runner(net, backend: str):  # noqa: ANN001, ANN202
     return run
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .api import with_weights
+    from .backend.source import write_source
+
+    net = _load(args)
+    has_weights = args.weights is not None
+    net = with_weights(net, args.weights)
+    out = Path(args.output)
+    if args.to == "torch":
+        py, pth, emitted = write_source(net, out, args.name)
+        if not has_weights:
+            pth.unlink()
+        params = sum(t.numel() for t in emitted.state_dict.values() if t.is_floating_point())
+        print(f"{net.name}: {len(net.nodes)} layers, {params:,} parameters")
+        print(f"  wrote {py} (class {emitted.class_name})")
+        if has_weights:
+            print(f"  wrote {pth} (state_dict, {len(emitted.state_dict)} tensors)")
+            print(f"  use:  from {py.stem} import build; model = build({str(pth)!r})")
+        else:
+            print("  no --weights given: the class is written without a state_dict")
+        return 0
+    from .dsl.emit import write_dsl
+
+    py, npy = write_dsl(net, out, args.name)
+    print(f"{net.name}: wrote {py} and {npy}")
+    return 0
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    from .draw import draw
+
+    path = draw(_load(args), args.output)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_case(args: argparse.Namespace) -> int:
     from .conformance import Case
 
@@ -158,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("live", "source"), default="live", help="run the live module or the emitted source")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("convert", help="write a standalone PyTorch .py (+ .pth state_dict), or caffe-tensorflow DSL")
+    _net_options(p)
+    p.add_argument("--weights", default=None, help=".caffemodel (or weights .npy for DSL nets)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--to", choices=("torch", "dsl"), default="torch")
+    p.add_argument("--name", default=None, help="file stem (default: the net's name)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("draw", help="the graph as Graphviz DOT, or SVG/PNG when the dot program exists")
+    _net_options(p)
+    p.add_argument("-o", "--output", required=True, help="net.dot, net.svg or net.png")
+    p.set_defaults(func=cmd_draw)
 
     p = sub.add_parser("case", help="materialise a conformance case: weights.caffemodel + reference.npz")
     p.add_argument("case", help="case folder (net.prototxt, recipe.json, expected.npz, meta.json)")

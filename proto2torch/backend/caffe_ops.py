@@ -499,10 +499,10 @@ class DetectionOutput(nn.Module):
         candidates = candidates[order]
         if self.top_k > -1:
             candidates = candidates[: self.top_k]
+        ids: List[int] = candidates.tolist()
         if not self.nms:
-            return [int(i) for i in candidates.tolist()]
-        overlap = _overlaps(boxes[candidates]).tolist()
-        ids = candidates.tolist()
+            return ids
+        overlap: List[List[float]] = _overlaps(boxes[candidates]).tolist()
         kept: List[int] = []
         threshold = self.nms_threshold
         for i in range(len(ids)):
@@ -515,7 +515,7 @@ class DetectionOutput(nn.Module):
                 kept.append(i)
                 if self.eta < 1.0 and threshold > 0.5:
                     threshold *= self.eta
-        return [int(ids[k]) for k in kept]
+        return [ids[k] for k in kept]
 
     def forward(self, loc: Tensor, conf: Tensor, priors: Tensor) -> Tensor:
         num = loc.shape[0]
@@ -544,10 +544,14 @@ class DetectionOutput(nn.Module):
                     index += ids
                 label_t = torch.tensor(labels, dtype=torch.long)
                 index_t = torch.tensor(index, dtype=torch.long)
-                order = torch.sort(confs[i][index_t, label_t], descending=True, stable=True)[1][: self.keep_top_k]
-                picked = {}
-                for j in order.tolist():
-                    picked.setdefault(labels[j], []).append(index[j])
+                order: List[int] = torch.sort(confs[i][index_t, label_t], descending=True, stable=True)[1][: self.keep_top_k].tolist()
+                regrouped: Dict[int, List[int]] = {}
+                for j in order:
+                    if labels[j] in regrouped:
+                        regrouped[labels[j]].append(index[j])
+                    else:
+                        regrouped[labels[j]] = [index[j]]
+                picked = regrouped
             for c in sorted(picked.keys()):
                 ids = torch.tensor(picked[c], dtype=torch.long)
                 if ids.numel() == 0:

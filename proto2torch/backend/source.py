@@ -1,0 +1,284 @@
+"""The source back end: a net becomes a standalone PyTorch file, like a careful hand-written port.
+
+The file imports only torch (and the standard library): one ``nn.Module`` class named
+after the net, submodules named after the Caffe layers in ``__init__``, a straight-line
+``forward`` whose variables are the Caffe blobs, the few Caffe helpers the net needs
+(copied verbatim from :mod:`proto2torch.backend.caffe_ops`), and a ``build()`` that loads
+the state dict.  The state dict comes from the live module built from the same
+lowering and name table, so both back ends carry identical names and numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import operator
+import re
+import sys
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ir.graph import Net
+from . import caffe_ops
+from .live import build_graph_module, check_convertible, lower_node
+from .lowering import AliasOp, CallOp, In, InList, ModuleOp
+from .names import NameTable, identifier
+
+_INFIX = {operator.add: "+", operator.mul: "*", operator.sub: "-"}
+_HELPERS = [obj for _, obj in sorted(vars(caffe_ops).items()) if getattr(obj, "__module__", None) == caffe_ops.__name__]
+_HELPER_ORDER = {obj: inspect.getsourcelines(obj)[1] for obj in _HELPERS}
+
+
+@dataclass
+class EmittedSource:
+    class_name: str
+    code: str
+    state_dict: dict[str, torch.Tensor]
+    names: NameTable
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, float):
+        text = repr(value)
+        return text if text not in ("inf", "-inf", "nan") else f"float({text!r})"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, (bool, int, str)) or value is None:
+        return repr(value)
+    raise TypeError(f"cannot write {type(value).__name__} into generated source")
+
+
+def _callable_name(fn: Any) -> str:
+    name = getattr(fn, "__name__", "")
+    if fn in _HELPER_ORDER:
+        return name
+    if getattr(F, name, None) is fn:
+        return f"F.{name}"
+    if getattr(torch, name, None) is fn:
+        return f"torch.{name}"
+    raise TypeError(f"no source name for {fn!r}")
+
+
+def _class_name(cls: type) -> str:
+    if cls in _HELPER_ORDER:
+        return cls.__name__
+    if getattr(nn, cls.__name__, None) is cls:
+        return f"nn.{cls.__name__}"
+    raise TypeError(f"no source name for {cls!r}")
+
+
+class _Emitter:
+    def __init__(self, net: Net, class_name: str):
+        check_convertible(net)
+        self.net = net
+        self.names = NameTable.for_net(net, reserved={identifier(class_name), "build", "weights_path"} | {h.__name__ for h in _HELPERS})
+        self.class_name = class_name
+        self.helpers: set[Any] = set()
+        self.init: list[str] = []
+        self.body: list[str] = []
+
+    def var(self, value_id: str) -> str:
+        return self.names.variables[value_id]
+
+    def args(self, items: tuple[Any, ...], inputs: list[str]) -> list[str]:
+        out = []
+        for item in items:
+            if isinstance(item, In):
+                out.append(inputs[item.index])
+            elif isinstance(item, InList):
+                out.append("[" + ", ".join(inputs) + "]")
+            else:
+                out.append(_literal(item))
+        return out
+
+    def emit(self) -> str:
+        shared: dict[tuple[str, int], str] = {}
+        for index, node in enumerate(self.net.nodes):
+            if node.is_input:
+                continue
+            op = lower_node(self.net, node)
+            inputs = [self.var(v) for v in node.inputs]
+            outputs = [self.var(v) for v in node.outputs]
+            target = outputs[0] if len(outputs) == 1 else ", ".join(outputs)
+            if isinstance(op, AliasOp):
+                for out, src in zip(outputs, op.sources):
+                    if out != inputs[src]:
+                        self.body.append(f"{out} = {inputs[src]}")
+                if not outputs:
+                    self.body.append(f"# {node.name} ({node.type}): consumes {', '.join(inputs)}")
+                continue
+            if isinstance(op, ModuleOp):
+                attr = self.names.modules[index]
+                self._use(op.cls)
+                args = ", ".join([_literal(a) for a in op.args] + [f"{k}={_literal(v)}" for k, v in op.kwargs.items()])
+                comment = f"  # Caffe layer '{node.name}' ({node.type})" if attr != node.name else ""
+                self.init.append(f"self.{attr} = {_class_name(op.cls)}({args}){comment}")
+                for i, param in enumerate(op.blob_params):
+                    name = node.param_names[i] if i < len(node.param_names) else None
+                    if not name or param is None:
+                        continue
+                    if (name, i) in shared:
+                        self.init.append(f"self.{attr}.{param} = {shared[(name, i)]}  # shared weights (param '{name}')")
+                    else:
+                        shared[(name, i)] = f"self.{attr}.{param}"
+                call_args = inputs if op.call is None else self.args(op.call, inputs)
+                self.body.append(f"{target} = self.{attr}({', '.join(call_args)})")
+                continue
+            assert isinstance(op, CallOp)
+            if op.fn in _INFIX:
+                a, b = self.args(op.args, inputs)
+                self.body.append(f"{target} = {a} {_INFIX[op.fn]} {b}")
+                continue
+            if op.fn in _HELPER_ORDER:
+                self._use(op.fn)
+            args = self.args(op.args, inputs) + [f"{k}={_literal(v)}" for k, v in op.kwargs.items()]
+            self.body.append(f"{target} = {_callable_name(op.fn)}({', '.join(args)})")
+        return self._file()
+
+    def _use(self, obj: Any) -> None:
+        if obj not in _HELPER_ORDER or obj in self.helpers:
+            return
+        self.helpers.add(obj)
+        source = inspect.getsource(obj)
+        for other in _HELPERS:
+            if other is not obj and re.search(rf"\b{other.__name__}\b", source):
+                self._use(other)
+
+    def _signature(self) -> tuple[str, str, str]:
+        net = self.net
+        params = ", ".join(f"{self.var(v)}: Tensor" for v in net.inputs)
+        outputs = list(net.outputs)
+        if len(outputs) == 1:
+            return params, "Tensor", f"return {self.var(outputs[0])}"
+        items = ", ".join(f"{net.values[v].blob!r}: {self.var(v)}" for v in outputs)
+        return params, "Dict[str, Tensor]", f"return {{{items}}}"
+
+    def _file(self) -> str:
+        net = self.net
+        params, returns, ret = self._signature()
+        helpers = sorted(self.helpers, key=lambda h: _HELPER_ORDER[h])
+        helper_src = "\n\n\n".join(inspect.getsource(h).rstrip() for h in helpers)
+        typing_names = sorted({n for n in ("Dict", "List", "Optional", "Tuple") if re.search(rf"\b{n}\[", helper_src + "\n" + returns)} | {"Optional"})
+        shape = lambda v: "x".join(map(str, net.values[v].shape or ()))  # noqa: E731
+        ins = ", ".join(f"{net.values[v].blob} {shape(v)}" for v in net.inputs)
+        outs = ", ".join(f"{net.values[v].blob} {shape(v)}" for v in net.outputs)
+        lines = [
+            f'"""{self.class_name}: a PyTorch port of the Caffe net \'{net.name}\', generated by proto2torch.',
+            "",
+            f"Inputs: {ins}.",
+            f"Outputs: {outs}.",
+            f"Usage: model = build(\"{identifier(net.name)}.pth\"); out = model({', '.join(self.var(v) for v in net.inputs)})",
+            '"""',
+            "",
+        ]
+        if "math." in helper_src:
+            lines.append("import math")
+        lines.append(f"from typing import {', '.join(typing_names)}")
+        lines += ["", "import torch", "import torch.nn.functional as F", "from torch import Tensor, nn", ""]
+        if helper_src:
+            lines += ["", "# Caffe's arithmetic where torch.nn has no exact equivalent.", "", helper_src, ""]
+        lines += ["", f"class {self.class_name}(nn.Module):", "    def __init__(self) -> None:", "        super().__init__()"]
+        lines += [f"        {line}" for line in self.init]
+        lines += ["", f"    def forward(self, {params}) -> {returns}:"]
+        lines += [f"        {line}" for line in self.body]
+        lines += [f"        {ret}", "", ""]
+        lines += [
+            f"def build(weights_path: Optional[str] = None) -> {self.class_name}:",
+            '    """The model in eval mode, with the converted weights when a .pth path is given."""',
+            f"    model = {self.class_name}()",
+            "    if weights_path is not None:",
+            "        model.load_state_dict(torch.load(weights_path, weights_only=True))",
+            "    return model.eval()",
+            "",
+        ]
+        text = "\n".join(lines)
+        text = re.sub(r"\n{4,}", "\n\n\n", text)
+        return text
+
+
+def emit_source(net: Net, class_name: str | None = None) -> EmittedSource:
+    """Source text and state dict for ``net`` (which must have shapes and weights)."""
+    class_name = class_name or _camel(net.name)
+    emitter = _Emitter(net, class_name)
+    code = emitter.emit()
+    live = build_graph_module(net, emitter.names)
+    state = {k: v.detach() for k, v in live.state_dict(keep_vars=False).items()}
+    return EmittedSource(class_name, code, state, emitter.names)
+
+
+def _camel(name: str) -> str:
+    base = identifier(name)
+    parts = [p for p in re.split(r"_+", base) if p]
+    text = "".join(p[:1].upper() + p[1:] for p in parts) or "Net"
+    return text if text[0].isalpha() else "Net" + text
+
+
+def write_source(net: Net, out_dir: str | Path, stem: str | None = None) -> tuple[Path, Path, EmittedSource]:
+    """Write ``<stem>.py`` and ``<stem>.pth`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    emitted = emit_source(net)
+    stem = stem or identifier(net.name)
+    py = out / f"{stem}.py"
+    pth = out / f"{stem}.pth"
+    py.write_text(emitted.code)
+    torch.save(emitted.state_dict, pth)
+    return py, pth, emitted
+
+
+def import_source(path: str | Path, name: str | None = None) -> types.ModuleType:
+    """Import a generated file as a module (it is our own output: no user code runs)."""
+    path = Path(path)
+    name = name or f"proto2torch_generated_{identifier(path.stem)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_emitted(net: Net, workdir: str | Path | None = None) -> nn.Module:
+    """Emit ``net``, import the file and load its state dict: the source back end as a module."""
+    import tempfile
+
+    directory = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="proto2torch-"))
+    py, pth, emitted = write_source(net, directory)
+    module = import_source(py)
+    model = module.build(str(pth))
+    model._p2t_names = emitted.names
+    return model
+
+
+def run_source_blobs(model: nn.Module, net: Net, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every blob of the emitted forward: the last value each blob variable held, read from its frame."""
+    names: NameTable = model._p2t_names  # type: ignore[assignment]
+    by_var = {names.variables[v]: net.values[v].blob for v in net.values if v in names.variables}
+    args = [inputs[net.values[v].blob] for v in net.inputs]
+    code = type(model).forward.__code__
+    captured: dict[str, Any] = {}
+
+    def tracer(frame, event, arg):  # noqa: ANN001, ANN202
+        if frame.f_code is code:
+            if event == "return":
+                captured.update(frame.f_locals)
+            return tracer
+        return None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        with torch.no_grad():
+            model(*args)
+    finally:
+        sys.settrace(previous)
+    return {by_var[k]: v for k, v in captured.items() if k in by_var and isinstance(v, torch.Tensor)}
