@@ -156,7 +156,7 @@ def test_draw(tmp_path, capsys) -> None:
     net = CASES_DIR / "net_hed" / "net.prototxt"
     assert main(["draw", str(net), "-o", str(tmp_path / "hed.dot")]) == 0
     dot = (tmp_path / "hed.dot").read_text()
-    assert dot.startswith('digraph "FCN"') and 'label="conv1_1\\nConvolution\\n1x64x500x500"' in dot
+    assert dot.startswith('digraph "FCN"') and 'label="conv1_1\\nConvolution\\n1x64x568x568"' in dot
     code = main(["draw", str(net), "-o", str(tmp_path / "hed.svg")])
     if shutil.which("dot"):
         assert code == 0 and (tmp_path / "hed.svg").read_text().lstrip().startswith("<?xml")
