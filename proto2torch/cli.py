@@ -153,11 +153,55 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_surgery(args: argparse.Namespace) -> int:
+    from .api import with_weights
+    from .caffemodel.writer import write_caffemodel
+    from .passes import run_passes
+    from .prototxt.writer import write_prototxt
+
+    from .ir.shapes import infer_shapes
+
+    reshape, args.input = dict(args.input) or None, []
+    net = with_weights(_load(args), args.weights)  # passes see the net's declared input shapes
+    result = run_passes(net, args.passes)
+    if reshape:
+        result.net = infer_shapes(result.net, reshape)
+    for line in result.log:
+        print(line)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = args.name or _stem(result.net.name)
+    proto = write_prototxt(result.net, out / f"{stem}.prototxt")
+    model = out / f"{stem}.caffemodel"
+    size = write_caffemodel(model, ((n.name, n.type, n.blobs) for n in result.net.nodes if n.blobs), net_name=result.net.name)
+    shapes = ", ".join(f"{result.net.values[v].blob} {'x'.join(map(str, result.net.values[v].shape or ()))}" for v in result.net.outputs)
+    print(f"wrote {proto} ({len(result.net.nodes)} layers) and {model} ({size:,} bytes); outputs: {shapes}")
+    return 0
+
+
+def _stem(name: str) -> str:
+    from .backend.names import identifier
+
+    return identifier(name)
+
+
 def cmd_draw(args: argparse.Namespace) -> int:
     from .draw import draw
 
     path = draw(_load(args), args.output)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .passes import PASSES, _ensure_loaded
+
+    _ensure_loaded()
+    for name, cls in sorted(PASSES.items()):
+        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        print(f"{name:18s} {cls.summary}" + (f"\n{'':18s} options: {options}" if options else ""))
     return 0
 
 
@@ -202,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("torch", "dsl"), default="torch")
     p.add_argument("--name", default=None, help="file stem (default: the net's name)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("surgery", help="apply passes; write the result as .prototxt + .caffemodel")
+    _net_options(p)
+    p.add_argument("--weights", required=True, help=".caffemodel of the net")
+    p.add_argument("--pass", dest="passes", action="append", required=True, metavar="SPEC", help="e.g. fc-to-conv, dilate:output_stride=8, cut:after=res5c (repeatable, in order)")
+    p.epilog = "--input reshapes the result after the passes (passes see the declared input shapes)"
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--name", default=None, help="file stem (default: the net's name)")
+    p.set_defaults(func=cmd_surgery)
+
+    p = sub.add_parser("passes", help="list the surgery passes and their options")
+    p.set_defaults(func=cmd_passes)
 
     p = sub.add_parser("draw", help="the graph as Graphviz DOT, or SVG/PNG when the dot program exists")
     _net_options(p)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import SourceSpan, UnsupportedLayer
+from ..layers.registry import is_source_type
 
 if TYPE_CHECKING:
     from ..prototxt.message import Msg
@@ -61,8 +62,6 @@ class Node:
 
     @property
     def is_input(self) -> bool:
-        from ..layers.registry import is_source_type
-
         return is_source_type(self.type)
 
 

@@ -42,6 +42,11 @@ class ParseContext:
     options: dict[str, str] = field(default_factory=dict)
     n_bottoms: int = 0
     n_tops: int = 0
+    notes: list[str] = field(default_factory=list)
+    """Remarks about this layer for the user (shown by inspect), e.g. an assumed channel count."""
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
 
     def _span(self, field_name: str | None, param: Msg | None):  # noqa: ANN202
         span = None

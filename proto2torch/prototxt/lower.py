@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..errors import GraphError, LayerParamError, Proto2TorchError, SchemaError, UnsupportedFeature
+from ..errors import GraphError, Proto2TorchError, SchemaError, UnsupportedFeature
 from ..ir.graph import Net, Node, Value, compute_outputs
 from ..ir.shapes import infer_shapes
 from ..layers.registry import ParseContext, lookup, registered
@@ -80,28 +80,70 @@ def _build(
     options: dict[str, str],
     diagnostics: list[Diagnostic],
 ) -> Net:
-    values: dict[str, Value] = {}
-    latest: dict[str, str] = {}  # blob name → id of its current value
-    nodes: list[Node] = []
-    names_seen: set[str] = set()
-    excluded: dict[str, Msg] = {}  # blob → a layer that writes it but is not in this phase/stage
-    for index, layer in enumerate(net_msg.all("layer")):
-        if not layer_included(layer, phase, level, stages):
-            for top in layer.all("top"):
-                excluded.setdefault(top, layer)
-            continue
+    builder = _Builder(phase, options, diagnostics)
+    builder.add_layers(net_msg.all("layer"), level, stages)
+    return builder.finish(name, filename)
+
+
+def append_layers(net: Net, text: str | bytes, filename: str = "<layers>") -> Net:
+    """``net`` with the layers of a prototxt snippet appended; their bottoms may name the net's blobs."""
+    registered()
+    root = parse_text(text, filename)
+    diagnostics = list(net.diagnostics)
+    bind(root, "NetParameter", diagnostics)
+    snippet = upgrade_net(root, diagnostics)
+    builder = _Builder(net.phase, dict(net.options), diagnostics, net)
+    builder.add_layers(snippet.all("layer"), 0, frozenset())
+    return infer_shapes(builder.finish(net.name, net.source or filename))
+
+
+class _Builder:
+    """Turns LayerParameter messages into nodes, tracking the latest value of every blob."""
+
+    def __init__(self, phase: str, options: dict[str, str], diagnostics: list[Diagnostic], start: Net | None = None):
+        self.phase = phase
+        self.options = options
+        self.diagnostics = diagnostics
+        self.values: dict[str, Value] = dict(start.values) if start else {}
+        self.latest: dict[str, str] = start.latest() if start else {}  # blob name → id of its current value
+        self.nodes: list[Node] = list(start.nodes) if start else []
+        self.names_seen: set[str] = {n.name for n in self.nodes}
+
+    def finish(self, name: str, filename: str) -> Net:
+        return Net(
+            name=name,
+            nodes=tuple(self.nodes),
+            values=self.values,
+            outputs=compute_outputs(self.nodes),
+            source=filename,
+            phase=self.phase,
+            diagnostics=tuple(self.diagnostics),
+            options=self.options,
+        )
+
+    def add_layers(self, layers: list[Msg], level: int, stages: frozenset[str]) -> None:
+        excluded: dict[str, Msg] = {}  # blob → a layer that writes it but is not in this phase/stage
+        for index, layer in enumerate(layers):
+            if not layer_included(layer, self.phase, level, stages):
+                for top in layer.all("top"):
+                    excluded.setdefault(top, layer)
+                continue
+            self.add_layer(layer, index, excluded)
+
+    def add_layer(self, layer: Msg, index: int, excluded: Mapping[str, Msg]) -> None:
+        values, latest, diagnostics = self.values, self.latest, self.diagnostics
         type_name = layer.get("type")
         if not type_name:
             raise SchemaError("layer has no type", layer.span("name") or layer.span())
         layer_name = layer.get("name") or f"{type_name}{index}"
-        if layer_name in names_seen:
+        if layer_name in self.names_seen:
             diagnostics.append(Diagnostic(layer.span("name"), f"layer name '{layer_name}' is used twice; weights are matched by name"))
-        names_seen.add(layer_name)
+        self.names_seen.add(layer_name)
         bottoms, tops = layer.all("bottom"), layer.all("top")
         inputs = []
         for i, bottom in enumerate(bottoms):
             if bottom not in latest:
-                nodes.append(_implicit_input(bottom, excluded.get(bottom), layer, i, phase, values, latest, diagnostics))
+                self.nodes.append(_implicit_input(bottom, excluded.get(bottom), layer, i, self.phase, values, latest, diagnostics))
             inputs.append(latest[bottom])
         spec = lookup(type_name)
         outputs = []
@@ -121,17 +163,31 @@ def _build(
             outputs.append(value_id)
         param_names = tuple(spec_msg.get("name") for spec_msg in layer.all("param"))
         params, unsupported = None, None
+        if type_name == "Python" and not bottoms:
+            python = layer.sub("python_param")
+            diagnostics.append(
+                Diagnostic(
+                    layer.span(),
+                    f"layer '{layer_name}' is a Python data layer ({python.get('module')}.{python.get('layer')}); "
+                    f"its tops {', '.join(tops)} become net inputs (give their shapes with --input)",
+                )
+            )
+            from ..layers.data import InputParams
+
+            self.nodes.append(Node(layer_name, "Input", InputParams((None,) * len(tops)), (), tuple(outputs), span=layer.span()))
+            return
         if spec is None:
             unsupported = _why_unsupported(layer, type_name)
         else:
             unsupported = _count_problem(spec, len(bottoms), len(tops))
             if unsupported is None:
-                ctx = ParseContext(layer, layer_name, options, len(bottoms), len(tops))
+                ctx = ParseContext(layer, layer_name, self.options, len(bottoms), len(tops))
                 try:
                     params = spec.parse(ctx)
                 except UnsupportedFeature as exc:
                     unsupported = exc.message
-        nodes.append(
+                diagnostics.extend(Diagnostic(layer.span(), f"layer '{layer_name}': {note}") for note in ctx.notes)
+        self.nodes.append(
             Node(
                 name=layer_name,
                 type=type_name,
@@ -144,16 +200,6 @@ def _build(
                 unsupported=unsupported,
             )
         )
-    return Net(
-        name=name,
-        nodes=tuple(nodes),
-        values=values,
-        outputs=compute_outputs(nodes),
-        source=filename,
-        phase=phase,
-        diagnostics=tuple(diagnostics),
-        options=options,
-    )
 
 
 def _implicit_input(

@@ -85,10 +85,6 @@ _V0_FIELDS: dict[str, dict[str, tuple[str, str, bool]]] = {
 }
 _V0_PLAIN = ("name", "blobs", "blobs_lr", "weight_decay")  # copied as they are; "type" is mapped
 
-# V1 fields copied unchanged into the V2 layer (every *_param plus these).
-_V1_COPY = ("bottom", "top", "name", "include", "exclude", "blobs", "loss_weight")
-
-
 def upgrade_net(net: Msg, diagnostics: list[Diagnostic]) -> Msg:
     """Return a V2 ``NetParameter`` equivalent to ``net`` (a bound NetParameter)."""
     net = net.copy()
@@ -209,6 +205,23 @@ def _upgrade_v1(net: Msg, diagnostics: list[Diagnostic]) -> Msg:
     return out
 
 
+def v1_type_name(enum: str, diagnostics: list[Diagnostic] | None = None, span: object = None) -> str:
+    """V2 type string of a V1 enum name; forks' own enum names (IMAGE_SEG_DATA, CONVOLUTION3D…)
+    become the CamelCase names those forks register (ImageSegData, Convolution3D…)."""
+    if enum in V1_TYPES:
+        return V1_TYPES[enum]
+    words = []
+    for word in enum.split("_"):
+        if len(word) > 1 and word[-1] == "D" and word[-2].isdigit():  # 3D stays 3D
+            words.append(word[0] + word[1:-2].lower() + word[-2:])
+        else:
+            words.append(word[:1] + word[1:].lower())
+    name = "".join(words)
+    if diagnostics is not None:
+        diagnostics.append(Diagnostic(span, f"V1 layer type {enum} is not BVLC's; read as the fork type '{name}'"))  # type: ignore[arg-type]
+    return name
+
+
 def _v1_layer_to_v2(v1: Msg, diagnostics: list[Diagnostic]) -> Msg:
     layer = Msg(type="LayerParameter", source=v1.source, line=v1.line, column=v1.column)
     specs: list[Msg] = []
@@ -220,7 +233,7 @@ def _v1_layer_to_v2(v1: Msg, diagnostics: list[Diagnostic]) -> Msg:
 
     for index, (name, value, line, column) in enumerate(v1.entries):
         if name == "type":
-            layer.entries.append(("type", V1_TYPES.get(str(value), str(value)), line, column))
+            layer.entries.append(("type", v1_type_name(str(value), diagnostics, v1.entry_span(index)), line, column))
         elif name == "param":
             spec(len([s for s in specs if s.has("name")])).set("name", value)
         elif name == "blob_share_mode":
@@ -231,9 +244,7 @@ def _v1_layer_to_v2(v1: Msg, diagnostics: list[Diagnostic]) -> Msg:
             spec(sum(1 for s in specs if s.has("decay_mult"))).set("decay_mult", value)
         elif name == "layer":
             diagnostics.append(Diagnostic(v1.entry_span(index), "a V0 'layer' inside a V1 layer is ignored, as Caffe ignores it"))
-        elif name in _V1_COPY or name.endswith("_param"):
-            layer.entries.append((name, value, line, column))
-        else:
+        else:  # bottom, top, name, rules, blobs, loss_weight and every *_param (forks' included) carry over
             layer.entries.append((name, value, line, column))
     for s in specs:
         layer.add("param", s)
