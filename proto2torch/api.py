@@ -29,7 +29,8 @@ def load_net(net: Net | str | Path, inputs: InputShapes | None = None, **kwargs:
     if path.suffix == ".py" or kwargs.get("format") == "dsl":
         from .dsl import load_dsl
 
-        return load_dsl(path, inputs=inputs, **{k: v for k, v in kwargs.items() if k != "format"})  # type: ignore[arg-type]
+        allowed = ("dialect", "defines", "class_name")
+        return load_dsl(path, inputs=inputs, **{k: v for k, v in kwargs.items() if k in allowed})  # type: ignore[arg-type]
     return load_prototxt(path, inputs=inputs, **{k: v for k, v in kwargs.items() if k != "format"})  # type: ignore[arg-type]
 
 
@@ -39,6 +40,10 @@ def with_weights(net: Net, weights: Weights = None, *, allow_missing: bool = Fal
     if weights is None:
         return initialise(net)
     legacy = None
+    if isinstance(weights, (str, Path)) and Path(weights).suffix == ".npy":
+        from .dsl.weights import dsl_blobs, load_npy_weights
+
+        return attach_weights(net, dsl_blobs(net, load_npy_weights(weights)), allow_missing=allow_missing)
     if isinstance(weights, (str, Path)):
         weights = read_caffemodel(weights)
     if isinstance(weights, CaffeModel):

@@ -137,39 +137,48 @@ def verify_net(
     inputs = reference_inputs(net, reference)
     ours = {k: v.detach().cpu().numpy() for k, v in run(inputs).items()}
     producer = _final_writers(net)
+    alias = dict(net.meta.get("caffe_blobs", {}))  # a DSL net names Caffe's blobs after its layers
     report = Report(strict=strict)
     nudged: dict[str, np.ndarray] | None = None
     expected_names = [k for k in reference if not k.startswith("input:")]
     order = {blob: i for i, blob in enumerate(producer)}
-    for blob in sorted(expected_names, key=lambda b: order.get(b, len(order))):
-        if blob not in producer:
+    for blob in sorted(expected_names, key=lambda b: order.get(alias.get(b, b), len(order))):
+        mine = alias.get(blob, blob)
+        if mine not in producer:
             report.unused.append(blob)
             continue
         ref = np.asarray(reference[blob])
-        writers = producer[blob]
+        writers = producer[mine]
         layer = writers[0].name
-        if blob not in ours:
+        if mine not in ours:
             report.blobs.append(BlobResult(blob, layer, list(ref.shape), float("nan"), 0.0, 0.0, "MISSING", "the net computed no such blob"))
             continue
-        got = ours[blob]
+        got = ours[mine]
         max_ref = float(np.abs(ref).max()) if ref.size else 0.0
         tol = rtol * max(1.0, max_ref)
+        note = ""
+        if got.shape != ref.shape and _squeezed(got.shape) == _squeezed(ref.shape):
+            got, note = got.reshape(ref.shape), f"ours is {list(got.shape)}: differs by unit axes only"
         if got.shape != ref.shape:
             report.blobs.append(BlobResult(blob, layer, list(ref.shape), float("nan"), max_ref, tol, "SHAPE", f"ours {list(got.shape)}"))
             continue
         exact = writers[-1].type == "ArgMax"
         err = float(np.abs(got.astype(np.float64) - ref).max()) if ref.size else 0.0
-        result = BlobResult(blob, layer, list(ref.shape), err, max_ref, 0.0 if exact else tol, "ok", in_place=[w.name for w in writers[1:]])
+        result = BlobResult(blob, layer, list(ref.shape), err, max_ref, 0.0 if exact else tol, "ok", note, in_place=[w.name for w in writers[1:]])
         if (exact and err != 0.0) or (not exact and not err <= tol):
             result.status = "MISMATCH"
             if not exact:
                 if nudged is None:
                     nudged = {k: v.detach().cpu().numpy() for k, v in run(_nudge(inputs)).items()}
-                result.sensitivity = float(np.abs(nudged[blob].astype(np.float64) - got).max())
+                result.sensitivity = float(np.abs(nudged[mine].reshape(got.shape).astype(np.float64) - got).max())
                 if result.sensitivity > tol:
                     _judge_ill_conditioned(net, writers, {**(support or {}), **reference}, result, tol)
         report.blobs.append(result)
     return report
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def _nudge(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -58,6 +58,41 @@ class CaffePool2d(nn.Module):
         return total / divisor
 
 
+def tf_same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> Tuple[int, int]:
+    """TensorFlow's SAME padding of one axis: ceil(size / stride) outputs, the odd pixel after."""
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """A Conv2d with TensorFlow's SAME padding (which depends on the input size)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        top, bottom = tf_same_padding(x.shape[2], self.kernel_size[0], self.stride[0], self.dilation[0])
+        left, right = tf_same_padding(x.shape[3], self.kernel_size[1], self.stride[1], self.dilation[1])
+        return F.conv2d(F.pad(x, [left, right, top, bottom]), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class TFSamePool2d(nn.Module):
+    """TensorFlow SAME pooling: MAX ignores the padding, AVE averages only the real pixels of a window."""
+
+    def __init__(self, method: str, kernel: Tuple[int, int], stride: Tuple[int, int]):
+        super().__init__()
+        self.method = method
+        self.kernel = kernel
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        top, bottom = tf_same_padding(x.shape[2], self.kernel[0], self.stride[0])
+        left, right = tf_same_padding(x.shape[3], self.kernel[1], self.stride[1])
+        if self.method == "max":
+            return F.max_pool2d(F.pad(x, [left, right, top, bottom], value=-math.inf), self.kernel, self.stride)
+        total = F.avg_pool2d(F.pad(x, [left, right, top, bottom]), self.kernel, self.stride, divisor_override=1)
+        ones = F.pad(torch.ones([1, 1, x.shape[2], x.shape[3]], dtype=x.dtype, device=x.device), [left, right, top, bottom])
+        return total / F.avg_pool2d(ones, self.kernel, self.stride, divisor_override=1)
+
+
 class MaxPoolWithMask(nn.MaxPool2d):
     """MAX pooling with Caffe's second top: the argmax index (h * width + w) as float."""
 
@@ -564,3 +599,43 @@ class DetectionOutput(nn.Module):
             empty[:, 0] = torch.arange(num, dtype=loc.dtype)
             return empty.view(1, 1, num, 7)
         return torch.cat(rows).view(1, 1, -1, 7)
+
+
+class Interp(nn.Module):
+    """Caffe Interp (DeepLab): crop (begin, end) pixels, then a bilinear resize with aligned corners.
+
+    The size is ``(height, width)`` when given, else the cropped size shrunk by ``shrink``
+    ((n - 1) // shrink + 1) and then zoomed by ``zoom`` (n + (n - 1)(zoom - 1)).
+    """
+
+    def __init__(self, height: int = 0, width: int = 0, zoom: int = 1, shrink: int = 1, crop: Tuple[int, int] = (0, 0), align_corners: bool = True):
+        super().__init__()
+        self.height = height
+        self.width = width
+        self.zoom = zoom
+        self.shrink = shrink
+        self.crop = crop
+        self.align_corners = align_corners
+
+    def forward(self, x: Tensor) -> Tensor:
+        begin, end = self.crop
+        if begin or end:
+            x = x[:, :, begin : x.shape[2] - end, begin : x.shape[3] - end]
+        h, w = x.shape[2], x.shape[3]
+        if self.height > 0 and self.width > 0:
+            h, w = self.height, self.width
+        else:
+            h, w = (h - 1) // self.shrink + 1, (w - 1) // self.shrink + 1
+            h, w = h + (h - 1) * (self.zoom - 1), w + (w - 1) * (self.zoom - 1)
+        return F.interpolate(x, size=[h, w], mode="bilinear", align_corners=self.align_corners)
+
+
+class ResizeLike(nn.Module):
+    """Caffe Interp with two bottoms: bilinear resize of x to the height and width of ``like``."""
+
+    def __init__(self, align_corners: bool = True):
+        super().__init__()
+        self.align_corners = align_corners
+
+    def forward(self, x: Tensor, like: Tensor) -> Tensor:
+        return F.interpolate(x, size=[like.shape[2], like.shape[3]], mode="bilinear", align_corners=self.align_corners)

@@ -79,6 +79,8 @@ class Net:
     diagnostics: tuple[Diagnostic, ...] = ()
     options: Mapping[str, str] = field(default_factory=dict)
     """Semantic choices where Caffe forks disagree, e.g. ``{"Upsample": "segnet"}``."""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    """Front-end extras, e.g. how a caffe-tensorflow net's weight file maps onto its layers."""
 
     def replace(self, **changes: Any) -> Net:
         return dataclasses.replace(self, **changes)

@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     normalization,
     pooling,
     reduce,
+    resize,
     scale,
     shape_ops,
     ssd,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from ..backend import caffe_ops
 from ..backend.lowering import ModuleOp
 from ..errors import LayerParamError, ShapeError
 from ..prototxt.message import Msg
@@ -30,6 +31,9 @@ class ConvParams:
     group: int = 1
     bias_term: bool = True
     axis: int = 1
+    tf_same: bool = False
+    """TensorFlow 'SAME' padding (caffe-tensorflow nets): ceil(in / stride) outputs, the odd
+    padding pixel at the bottom/right; ``pad`` is then unused."""
 
     def spatial(self, n: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """Kernel, stride, pad and dilation for ``n`` spatial axes."""
@@ -75,8 +79,17 @@ def parse_conv(ctx: ParseContext) -> ConvParams:
     )
 
 
+def tf_same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow SAME padding (before, after) of one axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
 def unparse_conv(p: ConvParams, layer: Msg) -> Msg:
     """Write ``p`` back into a copy of ``layer``'s convolution_param (fillers and engine kept)."""
+    if p.tf_same:
+        raise LayerParamError("TensorFlow SAME padding depends on the input size and has no Caffe equivalent")
     layer = layer.copy()
     cp = layer.sub("convolution_param").copy()
     cp.type = "ConvolutionParameter"
@@ -146,6 +159,15 @@ class _ConvBase(LayerSpec):
             raise LayerParamError(f"{self.type} over axis {axis} with {n} spatial axes has no PyTorch equivalent here")
         kernel, stride, pad, dilation = p.spatial(n)
         cls = (_DECONV if self.transposed else _CONV)[n]
+        if p.tf_same:
+            effective = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+            if set(stride) == {1} and all(e % 2 for e in effective):  # symmetric for every input size
+                pad = tuple((e - 1) // 2 for e in effective)
+            elif n == 2:
+                cls = caffe_ops.Conv2dSame
+                pad = (0,) * n
+            else:
+                raise LayerParamError(f"TensorFlow SAME padding with stride {list(stride)} is supported for 2-d convolutions only")
         kwargs: dict[str, object] = {"kernel_size": _int_or_tuple(kernel)}
         if set(stride) != {1}:
             kwargs["stride"] = _int_or_tuple(stride)
@@ -174,6 +196,9 @@ class Convolution(_ConvBase):
         kernel, stride, pad, dilation = p.spatial(len(spatial))
         out = []
         for size, k, s, pd, d in zip(spatial, kernel, stride, pad, dilation):
+            if p.tf_same:
+                out.append(-(-size // s))
+                continue
             o = conv_out(size, k, s, pd, d)
             if o <= 0:
                 raise ShapeError(

@@ -38,6 +38,9 @@ class PoolParams:
     ceil: bool = True
     mask: bool = False
     """A second top receives the argmax positions (MAX only)."""
+    tf_same: bool = False
+    """TensorFlow 'SAME' pooling (caffe-tensorflow nets): ceil(in / stride) outputs; MAX ignores the
+    padding, AVE divides by the number of real pixels in each window."""
 
     @property
     def is_global(self) -> bool:
@@ -93,6 +96,8 @@ class Pooling(LayerSpec):
         return PoolParams(method, kernel, stride, pad, ceil, mask=ctx.n_tops == 2)
 
     def unparse(self, p: PoolParams, layer: Msg) -> Msg:
+        if p.tf_same:
+            raise LayerParamError("TensorFlow SAME pooling depends on the input size and has no Caffe equivalent")
         layer = layer.copy()
         pp = layer.sub("pooling_param").copy()
         pp.type = "PoolingParameter"
@@ -112,6 +117,8 @@ class Pooling(LayerSpec):
         if len(shape) != 4:
             raise ShapeError(f"Pooling needs a 4-d input (N, C, H, W), got shape {list(shape)}")
         kernel = (shape[2], shape[3]) if p.kernel is None else p.kernel
+        if p.tf_same:
+            return kernel, tuple(-(-size // s) for size, s in zip(shape[2:], p.stride))  # type: ignore[return-value]
         out = tuple(
             caffe_ops.caffe_pool_out(size, k, s, pd, p.ceil) for size, k, s, pd in zip(shape[2:], kernel, p.stride, p.pad)
         )
@@ -136,6 +143,8 @@ class Pooling(LayerSpec):
 def lower_pooling(p: PoolParams, shape: Shape) -> ModuleOp:
     kernel, _ = Pooling()._sizes(p, shape)
     with_mask = p.mask
+    if p.tf_same:
+        return ModuleOp(caffe_ops.TFSamePool2d, ("max" if p.method == "MAX" else "ave", kernel, p.stride))
     if p.is_global and not with_mask:
         cls = nn.AdaptiveMaxPool2d if p.method == "MAX" else nn.AdaptiveAvgPool2d
         return ModuleOp(cls, (1,))

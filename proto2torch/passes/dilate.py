@@ -51,8 +51,11 @@ class Dilate(Pass):
             raise PassError(f"policy must be exact or deeplab, not {self.policy!r}")
         stride: dict[str, int] = {}
         mult: dict[str, int] = {}
-        nodes = []
+        nodes: list = []
         log = []
+        producer = net.producer()
+        consumers = net.consumers()
+        position: dict[str, int] = {}  # node name → index in `nodes`
         for node in net.nodes:
             s_in = max((stride.get(v, 1) for v in node.inputs), default=1)
             m_in = max((mult.get(v, 1) for v in node.inputs), default=1)
@@ -76,6 +79,7 @@ class Dilate(Pass):
                         changes["dilation"] = _compact(tuple(d * grow if k > 1 else d for d, k in zip(dilation, kernel)))
                         changes["pad"] = _compact(tuple(q * grow if k > 1 else q for q, k in zip(pad, kernel)))
                         log.append(f"{node.name}: dilation {list(_compact(dilation))} -> {list(changes['dilation'])}, pad {list(_compact(pad))} -> {list(changes['pad'])}")
+                        self._grow_explicit_pad(node, grow, producer, consumers, nodes, position, log)
                     else:
                         log.append(
                             f"{node.name}: WARNING kernel {list(kernel)} would need dilation x{grow}, which Caffe's Pooling lacks; "
@@ -87,8 +91,21 @@ class Dilate(Pass):
                 log.append(f"{node.name}: WARNING {node.type} after the removed strides is left as it is; check it (or cut before it)")
             for v in node.outputs:
                 stride[v], mult[v] = s_out, m_out
+            position[node.name] = len(nodes)
             nodes.append(node)
         return PassResult(infer_shapes(net.replace(nodes=tuple(nodes))), log)
+
+    @staticmethod
+    def _grow_explicit_pad(node, grow, producer, consumers, nodes, position, log) -> None:  # noqa: ANN001
+        """A zero Pad that only feeds this convolution is part of its padding: it grows too (DSL zero_padding)."""
+        source = producer.get(node.inputs[0])
+        if source is None or source.type != "Pad" or source.params.value != 0.0 or source.params.mode != "CONSTANT":
+            return
+        if len(consumers.get(source.outputs[0], [])) != 1 or source.name not in position:
+            return
+        pads = tuple(q * grow for q in source.params.pads)
+        nodes[position[source.name]] = source.replace(params=dataclasses.replace(source.params, pads=pads))
+        log.append(f"{source.name}: padding {list(source.params.pads)} -> {list(pads)} (feeds {node.name})")
 
 
 def _compact(values: tuple[int, ...]) -> tuple[int, ...]:
