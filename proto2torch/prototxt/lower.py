@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..errors import GraphError, Proto2TorchError, SchemaError, UnsupportedFeature
+from ..errors import GraphError, LayerParamError, Proto2TorchError, SchemaError, UnsupportedFeature
 from ..ir.graph import Net, Node, Value, compute_outputs
 from ..ir.shapes import infer_shapes
 from ..layers.registry import ParseContext, lookup, registered
@@ -117,7 +117,7 @@ class _Builder:
             outputs=compute_outputs(self.nodes),
             source=filename,
             phase=self.phase,
-            diagnostics=tuple(self.diagnostics),
+            diagnostics=tuple(dict.fromkeys(self.diagnostics)),  # once each, in order
             options=self.options,
         )
 
@@ -186,6 +186,10 @@ class _Builder:
                     params = spec.parse(ctx)
                 except UnsupportedFeature as exc:
                     unsupported = exc.message
+                except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+                    if isinstance(exc, Proto2TorchError):
+                        raise
+                    raise LayerParamError(f"cannot read the parameters of this {type_name} layer ({exc})", layer.span(), layer_name) from exc
                 diagnostics.extend(Diagnostic(layer.span(), f"layer '{layer_name}': {note}") for note in ctx.notes)
         self.nodes.append(
             Node(

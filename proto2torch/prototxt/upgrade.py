@@ -248,7 +248,8 @@ def _v1_layer_to_v2(v1: Msg, diagnostics: list[Diagnostic]) -> Msg:
             layer.entries.append((name, value, line, column))
     for s in specs:
         layer.add("param", s)
-    return layer
+    # re-type as a V2 layer: *_param messages of forks (interp_param…) are known there
+    return bind(layer, "LayerParameter", diagnostics)
 
 
 # --- legacy net inputs -----------------------------------------------------------------------
