@@ -1,4 +1,4 @@
-"""The command line: inspect tables and exit codes, errors without tracebacks, the corpus."""
+"""The command line: inspect tables and exit codes, errors without tracebacks."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from proto2torch.cli import main
 
-from .conftest import CASES_DIR, corpus_files
+from .conftest import CASES_DIR
 
 
 def test_inspect_table(capsys) -> None:
@@ -64,9 +63,3 @@ def test_shape_error_names_layer_and_shapes(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "s.prototxt:2:1: layer 'big': kernel 7 (dilated) is larger than the padded input 4" in err
 
-
-@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: str(p.relative_to(p.parents[2])))
-def test_inspect_every_corpus_file(path, capsys) -> None:
-    code = main(["inspect", str(path)])
-    captured = capsys.readouterr()
-    assert code in (0, 3), captured.err

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from proto2torch import net_from_text
 from proto2torch.api import load_net, with_weights
 from proto2torch.backend.live import build_graph_module, run_blobs
 from proto2torch.cli import main

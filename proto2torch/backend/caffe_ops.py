@@ -58,6 +58,41 @@ class CaffePool2d(nn.Module):
         return total / divisor
 
 
+def c3d_pool_sizes(size: List[int], kernel: List[int], stride: List[int], pad: int) -> List[int]:
+    """C3D's pooled (L, H, W): ceil-mode windows, spatial padding only, no window dropped."""
+    out = [(size[0] - kernel[0] + stride[0] - 1) // stride[0] + 1]
+    for i in [1, 2]:
+        out.append((size[i] + 2 * pad - kernel[i] + stride[i] - 1) // stride[i] + 1)
+    return out
+
+
+class C3DPool(nn.Module):
+    """C3D's Pooling3D over (N, C, L, H, W): MAX over windows clipped to the input, or AVE
+    dividing by the window clipped to the spatially padded input."""
+
+    def __init__(self, method: str, kernel: Tuple[int, int, int], stride: Tuple[int, int, int], pad: int = 0):
+        super().__init__()
+        self.method = method
+        self.kernel = kernel
+        self.stride = stride
+        self.pad = pad
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = [x.shape[2], x.shape[3], x.shape[4]]
+        kernel = [self.kernel[0], self.kernel[1], self.kernel[2]]
+        stride = [self.stride[0], self.stride[1], self.stride[2]]
+        out = c3d_pool_sizes(size, kernel, stride, self.pad)
+        need = [(out[i] - 1) * stride[i] + kernel[i] for i in range(3)]
+        p = self.pad
+        if self.method == "max":
+            padded = F.pad(x, [0, need[2] - size[2], 0, need[1] - size[1], 0, need[0] - size[0]], value=-math.inf)
+            return F.max_pool3d(padded, kernel, stride)
+        total = F.avg_pool3d(F.pad(x, [p, need[2] - size[2] - p, p, need[1] - size[1] - p, 0, need[0] - size[0]]), kernel, stride, divisor_override=1)
+        ones = torch.ones([1, 1, size[0], size[1] + 2 * p, size[2] + 2 * p], dtype=x.dtype, device=x.device)
+        ones = F.pad(ones, [0, need[2] - size[2] - 2 * p, 0, need[1] - size[1] - 2 * p, 0, need[0] - size[0]])
+        return total / F.avg_pool3d(ones, kernel, stride, divisor_override=1)
+
+
 def tf_same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> Tuple[int, int]:
     """TensorFlow's SAME padding of one axis: ceil(size / stride) outputs, the odd pixel after."""
     out = (size + stride - 1) // stride
@@ -171,6 +206,17 @@ class ScaleByAndBias(Bias):
         return y + self.bias.view(_broadcast_shape(y.dim(), self.axis, list(self.bias.shape)))
 
 
+def axpy(a: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """SENet's Axpy: a (N, C, 1, 1) scales each channel of x, then y is added."""
+    return a.reshape([a.shape[0], a.shape[1]] + [1] * (x.dim() - 2)) * x + y
+
+
+def shuffle_channels(x: Tensor, group: int) -> Tensor:
+    """ShuffleNet's channel shuffle: view channels as (group, C / group) and transpose."""
+    n, c = x.shape[0], x.shape[1]
+    return x.reshape(n, group, c // group, -1).transpose(1, 2).reshape(x.shape)
+
+
 def eltwise_sum(xs: List[Tensor], coeffs: List[float]) -> Tensor:
     """Caffe Eltwise SUM with one coefficient per input."""
     y = xs[0] * coeffs[0]
@@ -266,6 +312,34 @@ class ClippedReLU(nn.Module):
         return torch.clamp(y, max=self.ceiling)
 
 
+def mc_dropout(x: Tensor, p: float) -> Tensor:
+    """Dropout that stays active in eval mode (Bayesian SegNet's sample_weights_test)."""
+    return F.dropout(x, p, True)
+
+
+class ScaledELU(nn.Module):
+    """scale * (x if x > 0 else alpha * (exp(x) - 1)): SELU with its constants given."""
+
+    def __init__(self, alpha: float, scale: float):
+        super().__init__()
+        self.alpha = alpha
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * torch.where(x > 0, x, self.alpha * (torch.exp(x) - 1.0))
+
+
+class ParameterBlob(nn.Module):
+    """Caffe's Parameter layer: no input, its learned blob as output."""
+
+    def __init__(self, shape: List[int]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(shape))
+
+    def forward(self) -> Tensor:
+        return self.weight
+
+
 class HardSigmoid(nn.Module):
     """Caffe HardSigmoid: clamp(alpha * x + beta, 0, 1) (torch's Hardsigmoid fixes alpha = 1/6)."""
 
@@ -331,6 +405,47 @@ def reduction(x: Tensor, op: str, axis: int, coeff: float) -> Tensor:
     return y * coeff
 
 
+class StoredStatsBN(nn.Module):
+    """A fork BN layer with stored statistics: (x - mean) * inv_std * weight + bias, per channel."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("inv_std", torch.ones(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        return (x - self.mean.view(shape)) * self.inv_std.view(shape) * self.weight.view(shape) + self.bias.view(shape)
+
+
+class BatchStatsBN(nn.Module):
+    """A fork BN layer normalising by the batch's own per-channel mean and variance.
+
+    The variance is the mean squared deviation, or ``E[x^2] - E[x]^2`` with
+    ``second_moment`` (SegNet).  Returns the output, the mean and the variance.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5, second_moment: bool = False):
+        super().__init__()
+        self.eps = eps
+        self.second_moment = second_moment
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        dims = [0] + list(range(2, x.dim()))
+        mean = x.mean(dims, keepdim=True)
+        if self.second_moment:
+            var = (x * x).mean(dims, keepdim=True) - mean * mean
+        else:
+            var = ((x - mean) ** 2).mean(dims, keepdim=True)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        y = (x - mean) / torch.sqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        return y, mean, var
+
+
 class MVN(nn.Module):
     """Caffe MVN: subtract the mean (and divide by std + eps) per sample and channel, or per sample."""
 
@@ -364,6 +479,28 @@ class Normalize(nn.Module):
         norm = torch.sqrt((x * x).sum(dims, keepdim=True) + self.eps)
         scale = self.weight.view(_broadcast_shape(x.dim(), 1, list(self.weight.shape)))
         return x / norm * scale
+
+
+def feature_normalize(x: Tensor, l2: bool) -> Tuple[Tensor, Tensor]:
+    """happynear's Normalize: each position's channel vector divided by its L2 norm
+    (sqrt(sum x^2 + 1e-6)) or L1 norm (sum |x| + 1e-6); returns (N, C, H, W) and the norms (N, 1, H, W)."""
+    x4 = x.reshape([x.shape[0], x.shape[1]] + [x.shape[i] if i < x.dim() else 1 for i in [2, 3]])
+    if l2:
+        norm = torch.sqrt((x4 * x4).sum(1, keepdim=True) + 1e-6)
+    else:
+        norm = torch.abs(x4).sum(1, keepdim=True) + 1e-6
+    return x4 / norm, norm
+
+
+def channel_scale(x: Tensor, scale: Tensor) -> Tensor:
+    """happynear's ChannelScale: every channel of x times the scale of its sample and position."""
+    spatial = [x.shape[i] for i in range(2, x.dim())]
+    return x * scale.reshape([x.shape[0], 1] + spatial)
+
+
+def global_scale(x: Tensor, value: float) -> Tuple[Tensor, Tensor]:
+    """happynear's ChannelScale with global_scale: x times one (clamped) learned value, and that value."""
+    return x * value, torch.full([1], value, dtype=x.dtype, device=x.device)
 
 
 def argmax(x: Tensor, axis: int, top_k: int, out_max_val: bool) -> Tensor:

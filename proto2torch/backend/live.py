@@ -25,7 +25,7 @@ from torch import fx, nn
 from ..errors import LayerParamError, Proto2TorchError, ShapeError, UnsupportedLayerError
 from ..ir.graph import Net, Node
 from ..layers.registry import lookup
-from .lowering import AliasOp, CallOp, In, InList, ModuleOp, Op
+from .lowering import AliasOp, In, InList, ModuleOp, Op
 from .names import NameTable, identifier
 
 

@@ -3,7 +3,8 @@
 The file imports only torch (and the standard library): one ``nn.Module`` class named
 after the net, submodules named after the Caffe layers in ``__init__``, a straight-line
 ``forward`` whose variables are the Caffe blobs, the few Caffe helpers the net needs
-(copied verbatim from :mod:`proto2torch.backend.caffe_ops`), and a ``build()`` that loads
+(copied verbatim from :mod:`proto2torch.backend.caffe_ops` and its sibling helper modules,
+or from a plugin's own module), and a ``build()`` that loads
 the state dict.  The state dict comes from the live module built from the same
 lowering and name table, so both back ends carry identical names and numbers.
 """
@@ -26,14 +27,43 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ir.graph import Net
-from . import caffe_ops
+from . import caffe_ops, ops_detection, ops_loss, ops_recurrent, ops_spatial
 from .live import build_graph_module, check_convertible, lower_node
 from .lowering import AliasOp, CallOp, In, InList, ModuleOp
 from .names import NameTable, identifier
 
 _INFIX = {operator.add: "+", operator.mul: "*", operator.sub: "-"}
-_HELPERS = [obj for _, obj in sorted(vars(caffe_ops).items()) if getattr(obj, "__module__", None) == caffe_ops.__name__]
-_HELPER_ORDER = {obj: inspect.getsourcelines(obj)[1] for obj in _HELPERS}
+_BUILTIN_HELPER_MODULES = (caffe_ops, ops_detection, ops_recurrent, ops_loss, ops_spatial)
+_NOT_HELPERS = ("torch", "typing", "builtins", "math", "collections", "abc", "numbers", "functools", "operator")
+
+
+def _is_helper(obj: Any) -> bool:
+    """A class or function to copy into generated files: defined in Python outside torch and the standard library."""
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+        return False
+    module = getattr(obj, "__module__", None) or ""
+    return module.split(".")[0] not in _NOT_HELPERS and module in sys.modules
+
+
+def _module_helpers(module: types.ModuleType) -> list[Any]:
+    return [obj for obj in vars(module).values() if _is_helper(obj) and obj.__module__ == module.__name__]
+
+
+_BUILTIN_HELPERS = [h for m in _BUILTIN_HELPER_MODULES for h in _module_helpers(m)]
+
+
+def _helper_key(obj: Any) -> tuple[int, str, int]:
+    """Order of helpers in a generated file: built-in modules first, each in source order."""
+    module = sys.modules[obj.__module__]
+    rank = _BUILTIN_HELPER_MODULES.index(module) if module in _BUILTIN_HELPER_MODULES else len(_BUILTIN_HELPER_MODULES)
+    return rank, obj.__module__, inspect.getsourcelines(obj)[1]
+
+
+def _dependencies(obj: Any) -> list[Any]:
+    """Helpers that ``obj``'s source mentions by name, among those visible in its module."""
+    source = inspect.getsource(obj)
+    visible = [v for v in vars(sys.modules[obj.__module__]).values() if _is_helper(v)]
+    return [v for v in visible if v is not obj and re.search(rf"\b{v.__name__}\b", source)]
 
 
 @dataclass
@@ -59,30 +89,48 @@ def _literal(value: Any) -> str:
 
 def _callable_name(fn: Any) -> str:
     name = getattr(fn, "__name__", "")
-    if fn in _HELPER_ORDER:
-        return name
     if getattr(F, name, None) is fn:
         return f"F.{name}"
     if getattr(torch, name, None) is fn:
         return f"torch.{name}"
+    if _is_helper(fn):
+        return name
     raise TypeError(f"no source name for {fn!r}")
 
 
 def _class_name(cls: type) -> str:
-    if cls in _HELPER_ORDER:
-        return cls.__name__
     if getattr(nn, cls.__name__, None) is cls:
         return f"nn.{cls.__name__}"
+    if _is_helper(cls):
+        return cls.__name__
     raise TypeError(f"no source name for {cls!r}")
+
+
+def _op_helpers(op: Any) -> list[Any]:
+    if isinstance(op, ModuleOp):
+        return [op.cls] if _is_helper(op.cls) else []
+    if isinstance(op, CallOp):
+        return [op.fn] if _is_helper(op.fn) else []
+    return []
 
 
 class _Emitter:
     def __init__(self, net: Net, class_name: str):
         check_convertible(net)
         self.net = net
-        self.names = NameTable.for_net(net, reserved={identifier(class_name), "build", "weights_path"} | {h.__name__ for h in _HELPERS})
-        self.class_name = class_name
+        self.ops = {index: lower_node(net, node) for index, node in enumerate(net.nodes) if not node.is_input}
         self.helpers: set[Any] = set()
+        for op in self.ops.values():
+            for helper in _op_helpers(op):
+                self._use(helper)
+        by_name: dict[str, Any] = {}
+        for helper in self.helpers:
+            other = by_name.setdefault(helper.__name__, helper)
+            if other is not helper:
+                raise TypeError(f"two helpers are both named {helper.__name__!r} ({other.__module__} and {helper.__module__})")
+        reserved = {identifier(class_name), "build", "weights_path", "_"} | {h.__name__ for h in _BUILTIN_HELPERS} | set(by_name)
+        self.names = NameTable.for_net(net, reserved=reserved)
+        self.class_name = class_name
         self.init: list[str] = []
         self.body: list[str] = []
 
@@ -105,10 +153,12 @@ class _Emitter:
         for index, node in enumerate(self.net.nodes):
             if node.is_input:
                 continue
-            op = lower_node(self.net, node)
+            op = self.ops[index]
             inputs = [self.var(v) for v in node.inputs]
             outputs = [self.var(v) for v in node.outputs]
-            target = outputs[0] if len(outputs) == 1 else ", ".join(outputs)
+            n_out = 1 if isinstance(op, AliasOp) else op.n_out
+            targets = outputs + ["_"] * (n_out - len(outputs)) if n_out > 1 else outputs
+            target = targets[0] if len(targets) == 1 else ", ".join(targets)
             if isinstance(op, AliasOp):
                 for out, src in zip(outputs, op.sources):
                     if out != inputs[src]:
@@ -118,7 +168,6 @@ class _Emitter:
                 continue
             if isinstance(op, ModuleOp):
                 attr = self.names.modules[index]
-                self._use(op.cls)
                 args = ", ".join([_literal(a) for a in op.args] + [f"{k}={_literal(v)}" for k, v in op.kwargs.items()])
                 comment = f"  # Caffe layer '{node.name}' ({node.type})" if attr != node.name else ""
                 self.init.append(f"self.{attr} = {_class_name(op.cls)}({args}){comment}")
@@ -138,20 +187,16 @@ class _Emitter:
                 a, b = self.args(op.args, inputs)
                 self.body.append(f"{target} = {a} {_INFIX[op.fn]} {b}")
                 continue
-            if op.fn in _HELPER_ORDER:
-                self._use(op.fn)
             args = self.args(op.args, inputs) + [f"{k}={_literal(v)}" for k, v in op.kwargs.items()]
             self.body.append(f"{target} = {_callable_name(op.fn)}({', '.join(args)})")
         return self._file()
 
     def _use(self, obj: Any) -> None:
-        if obj not in _HELPER_ORDER or obj in self.helpers:
+        if obj in self.helpers:
             return
         self.helpers.add(obj)
-        source = inspect.getsource(obj)
-        for other in _HELPERS:
-            if other is not obj and re.search(rf"\b{other.__name__}\b", source):
-                self._use(other)
+        for other in _dependencies(obj):
+            self._use(other)
 
     def _signature(self) -> tuple[str, str, str]:
         net = self.net
@@ -165,7 +210,7 @@ class _Emitter:
     def _file(self) -> str:
         net = self.net
         params, returns, ret = self._signature()
-        helpers = sorted(self.helpers, key=lambda h: _HELPER_ORDER[h])
+        helpers = sorted(self.helpers, key=_helper_key)
         helper_src = "\n\n\n".join(inspect.getsource(h).rstrip() for h in helpers)
         typing_names = sorted({n for n in ("Dict", "List", "Optional", "Tuple") if re.search(rf"\b{n}\[", helper_src + "\n" + returns)} | {"Optional"})
         shape = lambda v: "x".join(map(str, net.values[v].shape or ()))  # noqa: E731

@@ -161,8 +161,8 @@ class _Emitter:
     def op_InnerProduct(self, node: Node) -> None:
         p = node.params
         shape = self.shape(self.flattened.get(node.inputs[0], node.inputs[0]))
-        if p.axis != 1 or p.transpose:
-            raise _fail(node, "fc flattens from axis 1 and has (in, out) weights")
+        if p.axis != 1 or p.transpose or p.normalize:
+            raise _fail(node, "fc flattens from axis 1 and has plain (in, out) weights")
         weight = node.blobs[0]
         if len(shape) == 4:  # rows in H·W·C order, as fc flattens NHWC maps
             _, c, h, w = shape

@@ -17,9 +17,8 @@ the file when that is unambiguous and can be forced.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +133,7 @@ class _Chain:
     pos: Pos
 
     def label(self) -> str:
-        for method, _, kwargs, _ in self.calls:
+        for _, _, kwargs, _ in self.calls:
             for key, value in kwargs:
                 if key == "name" and isinstance(value, Const):
                     return f"the chain with '{value.value}'"
@@ -634,7 +633,6 @@ class _Reader:
             raise self.fail(f"{method}() works on one input but the chain feeds {len(current)} ({', '.join(current)})", pos)
         if not single and len(current) < 2 and method == "add":
             raise self.fail(f"add() needs several inputs fed together, got {len(current)}", pos)
-        x = current[0]
         handler = getattr(self, f"op_{method}")
         handler(name, a, current, pos)
         return name

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from ..errors import GraphError, LayerParamError, Proto2TorchError, ShapeError
 from ..layers.registry import check_shape, lookup
-from .graph import Net, Node, Shape, Value
+from .graph import Net, Node, Shape
 
 
 def infer_shapes(net: Net, inputs: Mapping[str, Sequence[int]] | None = None) -> Net:
@@ -48,9 +48,10 @@ def _infer_node(node: Node, in_shapes: list[Shape]) -> list[Shape]:
     assert spec is not None
     try:
         out = spec.infer(node.params, in_shapes)
-        if len(out) != len(node.outputs):
+        if len(out) < len(node.outputs):
             raise ShapeError(f"{node.type} produces {len(out)} outputs but the layer names {len(node.outputs)} tops")
-        return [check_shape(s) for s in out]
+        # a spec gives shapes for all the tops it can have; the layer may name fewer
+        return [check_shape(s) for s in out[: len(node.outputs)]]
     except (ShapeError, LayerParamError) as exc:
         if exc.where is not None:
             raise

@@ -3,6 +3,7 @@ initialise them with Caffe's fillers when a net is converted without weights."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,11 @@ def _fits(got: tuple[int, ...], want: tuple[int, ...], legacy: bool) -> bool:
         return True
     # legacy num/channels/height/width blobs are right-aligned 4-d shapes (Caffe's ShapeEquals)
     return legacy and len(got) == 4 and len(want) <= 4 and got == (1,) * (4 - len(want)) + want
+
+
+def _strict_dims(node: Node) -> bool:
+    """DeepLab's ``strict_dim: false`` lets a blob of the right element count take the net's shape."""
+    return node.msg is None or node.msg.get("strict_dim", True) is not False
 
 
 def attach_weights(
@@ -79,9 +85,14 @@ def attach_weights(
             nodes.append(node)
             continue
         flags = (legacy or {}).get(node.name) or [len(b.shape) == 4 for b in got]
+        spec = lookup(node.type)
         blobs = []
         for i, (blob, shape, is_legacy) in enumerate(zip(got, want, flags)):
-            if not _fits(tuple(blob.shape), shape, is_legacy):
+            if not (
+                _fits(tuple(blob.shape), shape, is_legacy)
+                or spec.blob_fits(node.params, i, tuple(blob.shape), shape)  # type: ignore[union-attr]
+                or (not _strict_dims(node) and blob.size == math.prod(shape))
+            ):
                 problems.append(f"layer '{node.name}' ({node.type}) blob {i}: the weights have shape {list(blob.shape)}, the net needs {list(shape)}")
                 break
             blobs.append(_as_float32(blob).reshape(shape))
@@ -130,35 +141,24 @@ def initialise(net: Net, seed: int = 0) -> Net:
 
 # --- Caffe's fillers --------------------------------------------------------------------------
 
-_FILLER_FIELDS = {
-    "Convolution": ("convolution_param", ("weight_filler", "bias_filler")),
-    "Deconvolution": ("convolution_param", ("weight_filler", "bias_filler")),
-    "InnerProduct": ("inner_product_param", ("weight_filler", "bias_filler")),
-    "Embed": ("embed_param", ("weight_filler", "bias_filler")),
-    "Scale": ("scale_param", ("filler", "bias_filler")),
-    "Bias": ("bias_param", ("filler",)),
-    "PReLU": ("prelu_param", ("filler",)),
-    "Normalize": ("norm_param", ("scale_filler",)),
-}
-_DEFAULT_FILLS = {"Scale": 1.0, "PReLU": 0.25, "Normalize": 1.0}
-
-
 def fill(node: Node, shapes: Sequence[Shape], rng: np.random.Generator | None = None) -> list[np.ndarray]:
     """Blobs for ``node`` drawn from the fillers its prototxt names (Caffe's defaults otherwise)."""
     rng = rng or np.random.default_rng(0)
-    if node.type == "BatchNorm":  # mean 0, variance 1, factor 1: an identity normalisation
-        c = shapes[0]
-        return [np.zeros(c, np.float32), np.ones(c, np.float32), np.ones(shapes[2], np.float32)]
-    param_field, filler_fields = _FILLER_FIELDS.get(node.type, ("", ()))
+    spec = lookup(node.type)
+    assert spec is not None
+    special = spec.initial_blobs(node.params, [tuple(s) for s in shapes])
+    if special is not None:
+        return special
+    param_field, filler_fields = spec.fillers
     out = []
     for i, shape in enumerate(shapes):
-        spec = None
+        filler = None
         if node.msg is not None and i < len(filler_fields) and param_field:
             param = node.msg.sub(param_field)
             if param.has(filler_fields[i]):
-                spec = param.sub(filler_fields[i])
-        default = _DEFAULT_FILLS.get(node.type, 0.0) if i == 0 else 0.0
-        out.append(_fill_one(spec, tuple(shape), rng, default, transposed=node.type == "Deconvolution"))
+                filler = param.sub(filler_fields[i])
+        default = spec.fill_values[i] if i < len(spec.fill_values) else 0.0
+        out.append(_fill_one(filler, tuple(shape), rng, default, transposed=node.type == "Deconvolution"))
     return out
 
 

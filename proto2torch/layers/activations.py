@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,10 +26,18 @@ message ReLU6Parameter
 message HardSigmoidParameter
   alpha               1  float   = 0.2
   beta                2  float   = 0.5
+message SeLuParameter
+  alpha               1  float   = 1.6732632423543772
+  lambda              2  float   = 1.0507009873554805
+message SeLuDropoutParameter
+  dropout_ratio       1  float   = 0.1
+  alpha               2  float   = -1.7580993408473766
 """)
 extend("LayerParameter", """
   hardsigmoid_param 501  HardSigmoidParameter
   relu6_param       503  ReLU6Parameter
+  selu_param          -  SeLuParameter
+  selu_dropout_param  -  SeLuDropoutParameter
 """)
 
 
@@ -58,6 +68,8 @@ class PReLUParams:
 @register
 class PReLU(LayerSpec):
     type = "PReLU"
+    fillers = ("prelu_param", ("filler",))
+    fill_values = (0.25,)
     description = "learned negative slope per channel (axis 1) or one shared slope"
 
     def parse(self, ctx: ParseContext) -> PReLUParams:
@@ -213,21 +225,36 @@ class Threshold(LayerSpec):
 @dataclass(frozen=True)
 class DropoutParams:
     ratio: float = 0.5
+    scale_train: bool = True
+    sample_test: bool = False
 
 
 @register
 class Dropout(LayerSpec):
     type = "Dropout"
-    description = "identity at test time (nn.Dropout in eval mode)"
+    description = (
+        "identity at test time (nn.Dropout in eval mode); with scale_train false (caffe-fast-rcnn) x (1 - ratio) at test time; "
+        "with sample_weights_test (Bayesian SegNet) random dropping at test time too"
+    )
 
     def parse(self, ctx: ParseContext) -> DropoutParams:
         param = ctx.param("dropout_param")
         ratio = float(plain(ctx, param, "dropout_ratio"))
         if not 0.0 <= ratio < 1.0:
             raise ctx.error(f"dropout_ratio must be in [0, 1), got {ratio}", "dropout_ratio", param)
-        return DropoutParams(ratio)
+        sample = bool(param.get("sample_weights_test"))
+        if sample:
+            ctx.note("sample_weights_test: the layer drops random units at test time (Monte Carlo dropout), so outputs vary per run")
+        return DropoutParams(ratio, bool(param.get("scale_train")), sample)
 
-    def lower(self, p: DropoutParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
+    def lower(self, p: DropoutParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp | CallOp:
+        if p.sample_test:
+            return CallOp(caffe_ops.mc_dropout, (In(0), p.ratio))
+        if not p.scale_train:
+            # Caffe multiplies by 1 / scale with scale = 1 / (1 - ratio) stored as float
+            scale = np.float32(1.0 / (1.0 - float(np.float32(p.ratio))))
+            keep = float(np.float32(1.0 / float(scale)))
+            return CallOp(operator.mul, (In(0), keep))
         return ModuleOp(nn.Dropout, () if p.ratio == 0.5 else (p.ratio,))
 
 
@@ -274,3 +301,42 @@ class HardSigmoid(LayerSpec):
 def _non_default(p: object, default: object) -> dict[str, object]:
     """Keyword arguments for the fields of ``p`` that differ from ``default``."""
     return {k: v for k, v in vars(p).items() if v != getattr(default, k)}
+
+
+@dataclass(frozen=True)
+class SeLuParams:
+    alpha: float = 1.6732632423543772
+    scale: float = 1.0507009873554805
+
+
+@register
+class SeLu(LayerSpec):
+    type = "SeLu"
+    semantics = "soeaver/caffe-model's fork: lambda * (x if x > 0 else alpha * (exp(x) - 1))"
+
+    def parse(self, ctx: ParseContext) -> SeLuParams:
+        sp = ctx.param("selu_param")
+        return SeLuParams(float(plain(ctx, sp, "alpha")), float(plain(ctx, sp, "lambda")))
+
+    def lower(self, p: SeLuParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
+        if p == SeLuParams():
+            return ModuleOp(nn.SELU)
+        return ModuleOp(caffe_ops.ScaledELU, (p.alpha, p.scale))
+
+
+@register
+class SeLuDropout(LayerSpec):
+    type = "SeLuDropout"
+    semantics = "soeaver/caffe-model's fork: alpha dropout for SELU nets; identity at test time (nn.AlphaDropout in eval mode)"
+
+    def parse(self, ctx: ParseContext) -> DropoutParams:
+        param = ctx.param("selu_dropout_param")
+        ratio = float(plain(ctx, param, "dropout_ratio"))
+        if not 0.0 < ratio < 1.0:
+            raise ctx.error(f"dropout_ratio must be in (0, 1), got {ratio}", "dropout_ratio", param)
+        if abs(float(plain(ctx, param, "alpha")) + 1.7580993408473766) > 1e-6:
+            ctx.note("a non-default alpha only changes training-time behaviour; test time is the identity")
+        return DropoutParams(ratio)
+
+    def lower(self, p: DropoutParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
+        return ModuleOp(nn.AlphaDropout, (p.ratio,))

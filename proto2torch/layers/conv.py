@@ -61,6 +61,10 @@ def parse_conv(ctx: ParseContext) -> ConvParams:
     stride = hw_or_repeated(ctx, cp, "stride", 1)
     pad = hw_or_repeated(ctx, cp, "pad", 0)
     dilation = tuple(int(v) for v in cp.all("dilation")) or (1,)
+    if any(cp.has(h) for h in ("hole", "hole_h", "hole_w")):  # DeepLab v1's name for dilation
+        if cp.all("dilation"):
+            raise ctx.error("give either hole (DeepLab v1) or dilation, not both", "hole", cp)
+        dilation = hw_or_repeated(ctx, cp, "hole", 1, repeated=False)  # type: ignore[assignment]
     for what, values in (("kernel size", kernel), ("stride", stride), ("dilation", dilation)):
         if any(v <= 0 for v in values):
             raise ctx.error(f"{what} must be positive, got {list(values)}", "convolution_param")
@@ -189,6 +193,7 @@ class _ConvBase(LayerSpec):
 class Convolution(_ConvBase):
     type = "Convolution"
     aliases = ("ConvolutionDepthwise", "DepthwiseConvolution")
+    fillers = ("convolution_param", ("weight_filler", "bias_filler"))
     description = "N-d convolution with group, dilation and per-axis kernel/pad/stride"
 
     def infer(self, p: ConvParams, shapes: list[Shape]) -> list[Shape]:
@@ -215,6 +220,7 @@ class Convolution(_ConvBase):
 @register
 class Deconvolution(_ConvBase):
     type = "Deconvolution"
+    fillers = ("convolution_param", ("weight_filler", "bias_filler"))
     transposed = True
     description = "transposed convolution (Caffe's weights are (in, out/group, k...), as PyTorch's)"
 

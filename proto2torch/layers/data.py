@@ -34,12 +34,39 @@ message DenseImageDataParameter
   is_color           13  bool    = true
   mirror              6  bool    = false
   root_folder        14  string  = ""
+  label_divide_factor -  uint32  = 1
 message ResizeParameter
   height              -  uint32
   width               -  uint32
+enum Modality RGB=0 FLOW=1 RGB_DIFF=2
+message VideoDataParameter
+  source              1  string
+  batch_size          2  uint32  = 1
+  new_length          3  uint32  = 1
+  new_height          4  uint32  = 0
+  new_width           5  uint32  = 0
+  use_image           6  bool    = false
+  show_data           7  bool    = false
+  shuffle             8  bool    = false
+  root_folder         9  string  = ""
+  num_segments        -  uint32  = 1
+  modality            -  Modality = RGB
+message HeatmapDataParameter
+  batchsize           -  uint32  = 1
+  outsize             -  uint32  = 0
+  label_width         -  uint32  = 0
+  label_height        -  uint32  = 0
 """)
 extend("LayerParameter", """
   dense_image_data_param - DenseImageDataParameter
+  video_data_param    -  VideoDataParameter
+  image_data_modify_param - ImageDataParameter
+  heatmap_data_param  -  HeatmapDataParameter
+""")
+extend("ImageDataParameter", """
+  new_length          -  uint32  = 1
+  show_data           -  uint32  = 0
+  use_image           -  bool    = false
 """)
 extend("TransformationParameter", """
   resize_param        -  ResizeParameter
@@ -50,6 +77,8 @@ extend("TransformationParameter", """
 class InputParams:
     shapes: tuple[Shape | None, ...] = ()
     """One shape per top; None where it is not known."""
+    runtime: bool = False
+    """An input a layer asked for in place of a file Caffe reads at run time (not written back)."""
 
 
 class _Source(LayerSpec):
@@ -231,7 +260,8 @@ class DenseImageData(_Source):
         w = int(dp.get("crop_width") or dp.get("new_width"))
         channels = 3 if dp.get("is_color") else 1
         data = (batch, channels, h, w) if h and w else None
-        shapes: list[Shape | None] = [data, (batch, 1, h, w) if data else None][: ctx.n_tops]
+        factor = int(dp.get("label_divide_factor")) or 1  # ENet's encoder trains on labels shrunk by this factor
+        shapes: list[Shape | None] = [data, (batch, 1, h // factor, w // factor) if data else None][: ctx.n_tops]
         if data is None:
             ctx.note("the data shape is not known from the layer's parameters; give it with --input")
         return InputParams(tuple(shapes) + (None,) * (ctx.n_tops - len(shapes)))
@@ -242,3 +272,74 @@ def data_layer_types() -> tuple[str, ...]:
     from .registry import registered
 
     return tuple(sorted(t for t, spec in registered().items() if spec.source and t != "Input"))
+
+
+@register
+class VideoData(_Source):
+    type = "VideoData"
+    semantics = (
+        "C3D (facebook/C3D): clips (batch, 3, new_length, crop, crop); temporal-segment-networks (yjxiong/caffe, "
+        "when num_segments/modality are given): (batch x num_segments, new_length x 3 (RGB) or 2 (flow), crop, crop)"
+    )
+
+    def parse(self, ctx: ParseContext) -> InputParams:
+        # C3D v1.1 and TSN write video_data_param; C3D v1.0 (V1 type VIDEO_DATA) writes image_data_param
+        vp = ctx.param("video_data_param") if ctx.layer.has("video_data_param") else ctx.param("image_data_param")
+        crop = _crop(ctx) or int(vp.get("crop_size") or 0)
+        size = (crop, crop) if crop else (int(vp.get("new_height") or 0), int(vp.get("new_width") or 0))
+        batch, length = int(vp.get("batch_size") or 0), int(vp.get("new_length") or 1)
+        if vp.has("num_segments") or vp.has("modality"):
+            channels = length * (3 if str(vp.get("modality")) != "FLOW" else 2)
+            shape: Shape = (batch * int(vp.get("num_segments")), channels, *size)
+        else:
+            shape = (batch, 3, length, *size)
+        data = shape if batch and min(size) > 0 else None
+        if data is None:
+            ctx.note("the clip shape is not known from the layer's parameters; give it with --input")
+        return InputParams((data, (batch,) if batch else None)[: ctx.n_tops] + (None,) * max(ctx.n_tops - 2, 0))
+
+
+@register
+class ImageLabelmapData(_Source):
+    type = "ImageLabelmapData"
+    semantics = "HED (s9xie/hed): images and edge label maps of the images' own size"
+
+    def parse(self, ctx: ParseContext) -> InputParams:
+        ip = ctx.param("image_data_param")
+        batch, h, w = int(ip.get("batch_size")), int(ip.get("new_height")), int(ip.get("new_width"))
+        if not (h and w):
+            ctx.note("images keep their own size; give the data and label shapes with --input")
+            return InputParams((None,) * ctx.n_tops)
+        return InputParams(((batch, 3, h, w), (batch, 1, h, w))[: ctx.n_tops] + (None,) * max(ctx.n_tops - 2, 0))
+
+
+@register
+class ImageDataModify(_Source):
+    type = "ImageDataModify"
+    semantics = "colorization_flow_caffe: image lists like ImageData (its extra processing happens before the net)"
+
+    def parse(self, ctx: ParseContext) -> InputParams:
+        ip = ctx.param("image_data_modify_param")
+        crop = _crop(ctx)
+        size = (crop, crop) if crop else (int(ip.get("new_height")), int(ip.get("new_width")))
+        return _image_shapes(ctx, int(ip.get("batch_size")), 3 if ip.get("is_color") else 1, size, label=True)
+
+
+@register
+class DataHeatmap(_Source):
+    type = "DataHeatmap"
+    semantics = "caffe-heatmap (tpfister): images and joint heatmaps; shapes depend on the dataset"
+
+    def parse(self, ctx: ParseContext) -> InputParams:
+        ctx.note("DataHeatmap shapes depend on the dataset (joint count); give them with --input")
+        return InputParams((None,) * ctx.n_tops)
+
+
+@register
+class VideoWithVoxelTruthData(_Source):
+    type = "VideoWithVoxelTruthData"
+    semantics = "C3D (facebook/C3D, v2v): clips and per-voxel truth (e.g. optical flow); shapes depend on the data files"
+
+    def parse(self, ctx: ParseContext) -> InputParams:
+        ctx.note("the clip and truth shapes depend on the data files; give them with --input")
+        return InputParams((None,) * ctx.n_tops)

@@ -1,4 +1,5 @@
-"""Eltwise: SUM (with optional per-input coefficients), PROD or MAX of same-shaped inputs.
+"""Eltwise: SUM (with optional per-input coefficients), PROD or MAX of same-shaped inputs,
+and SENet's Axpy.
 
 Caffe does not broadcast: every input must have exactly the first one's shape.
 """
@@ -58,3 +59,21 @@ class Eltwise(LayerSpec):
         if p.operation == "PROD":
             return CallOp(operator.mul, (In(0), In(1))) if two else CallOp(caffe_ops.eltwise_prod, (InList(),))
         return CallOp(torch.maximum, (In(0), In(1))) if two else CallOp(caffe_ops.eltwise_max, (InList(),))
+
+
+@register
+class Axpy(LayerSpec):
+    type = "Axpy"
+    bottoms = (3, 3)
+    semantics = "SENet (hujie-frank/SENet): a * x + y, with a of shape (N, C, 1, 1) scaling each channel of x"
+
+    def infer(self, p: object, shapes: list[Shape]) -> list[Shape]:
+        a, x, y = shapes
+        if x != y:
+            raise ShapeError(f"x {list(x)} and y {list(y)} must have the same shape")
+        if len(x) < 2 or a[:2] != x[:2] or any(d != 1 for d in a[2:]):
+            raise ShapeError(f"the scale a {list(a)} must be (N, C, 1, 1) for x {list(x)}")
+        return [x]
+
+    def lower(self, p: object, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp:
+        return CallOp(caffe_ops.axpy, (In(0), In(1), In(2)))

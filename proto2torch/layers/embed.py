@@ -23,6 +23,7 @@ class EmbedParams:
 @register
 class Embed(LayerSpec):
     type = "Embed"
+    fillers = ("embed_param", ("weight_filler", "bias_filler"))
     description = "output shape = input shape + (num_output,); weights (input_dim, num_output)"
 
     def parse(self, ctx: ParseContext) -> EmbedParams:

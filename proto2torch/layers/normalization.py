@@ -1,4 +1,4 @@
-"""Normalisation layers: LRN, BatchNorm, MVN and SSD's Normalize."""
+"""Normalisation layers: LRN, BatchNorm, MVN, Normalize (SSD's and happynear's) and ChannelScale."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 from torch import nn
 
 from ..backend import caffe_ops
-from ..backend.lowering import ModuleOp
+from ..backend.lowering import AliasOp, CallOp, In, ModuleOp
 from ..errors import ShapeError
 from ..prototxt.schema import define, extend
 from .common import enum_value, plain
-from .registry import LayerSpec, ParseContext, Shape, register
+from .registry import LayerSpec, ParseContext, Shape, count, register
 
 define("""
 message NormalizeParameter
@@ -21,9 +21,23 @@ message NormalizeParameter
   scale_filler        2  FillerParameter
   channel_shared      3  bool    = true
   eps                 4  float   = 1e-10
+message FeatureNormalizeParameter
+  normalize_type      1  string  = "L2"
+  fix_gradient        2  bool    = false
+  bp_norm             3  bool    = false
+message ChannelScaleParameter
+  do_forward          1  bool    = true
+  do_backward_feature 2  bool    = true
+  do_backward_scale   3  bool    = true
+  global_scale        4  bool    = false
+  max_global_scale    5  float   = 1000.0
+  min_global_scale    6  float   = 0.0
+  init_global_scale   7  float   = 1.0
 """)
 extend("LayerParameter", """
   norm_param        206  NormalizeParameter
+  normalize_param     -  FeatureNormalizeParameter
+  channel_scale_param -  ChannelScaleParameter
 """)
 
 
@@ -74,6 +88,8 @@ class BatchNormParams:
     eps: float = 1e-5
     use_global_stats: bool = True
     moving_average_fraction: float = 0.999
+    scale_bias: bool = False
+    """NVIDIA's Caffe: a learned per-channel scale and bias as blobs 3 and 4."""
 
 
 _BATCH_NORM = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
@@ -82,7 +98,10 @@ _BATCH_NORM = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.Ba
 @register
 class BatchNorm(LayerSpec):
     type = "BatchNorm"
-    description = "normalise by stored mean/variance divided by the scale-factor blob (0 → 0); no affine part"
+    description = (
+        "normalise by stored mean/variance divided by the scale-factor blob (0 → 0); no affine part, "
+        "except NVIDIA Caffe's scale_bias (learned scale and bias blobs; eps at least 1e-5)"
+    )
 
     def parse(self, ctx: ParseContext) -> BatchNormParams:
         bp = ctx.param("batch_norm_param")
@@ -92,11 +111,22 @@ class BatchNorm(LayerSpec):
         eps = float(plain(ctx, bp, "eps"))
         if eps < 0:
             raise ctx.error(f"eps must not be negative, got {eps}", "eps", bp)
-        return BatchNormParams(eps, bool(global_stats), float(plain(ctx, bp, "moving_average_fraction")))
+        # NVIDIA's Caffe: scale_bias (or either filler) adds the affine blobs, and eps is floored at 1e-5
+        scale_bias = bool(bp.get("scale_bias")) or bp.has("scale_filler") or bp.has("bias_filler")
+        if scale_bias:
+            eps = max(eps, float(np.float32(1e-5)))
+        return BatchNormParams(eps, bool(global_stats), float(plain(ctx, bp, "moving_average_fraction")), scale_bias)
 
     def weight_shapes(self, p: BatchNormParams, shapes: list[Shape]) -> list[Shape]:
         channels = shapes[0][1] if len(shapes[0]) > 1 else 1
-        return [(channels,), (channels,), (1,)]
+        affine = [(channels,), (channels,)] if p.scale_bias else []
+        return [(channels,), (channels,), (1,), *affine]
+
+    def initial_blobs(self, p: BatchNormParams, shapes: list[Shape]) -> list[np.ndarray]:
+        """Mean 0, variance 1, factor 1 (and scale 1, bias 0): an identity normalisation."""
+        mean, var, factor = shapes[:3]
+        affine = [np.ones(shapes[3], np.float32), np.zeros(shapes[4], np.float32)] if p.scale_bias else []
+        return [np.zeros(mean, np.float32), np.ones(var, np.float32), np.ones(factor, np.float32), *affine]
 
     def lower(self, p: BatchNormParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         ndim = len(shapes[0])
@@ -104,17 +134,19 @@ class BatchNorm(LayerSpec):
         if cls is None:
             raise ShapeError(f"BatchNorm on a {ndim}-d blob has no torch.nn equivalent")
         channels = shapes[0][1]
-        kwargs: dict[str, object] = {"affine": False}
+        kwargs: dict[str, object] = {} if p.scale_bias else {"affine": False}
         if p.eps != 1e-5:
             kwargs = {"eps": p.eps, **kwargs}
         momentum = round(1.0 - p.moving_average_fraction, 8)
         if momentum != 0.1:
             kwargs["momentum"] = momentum
+        affine = {"weight": blobs[3].reshape(-1), "bias": blobs[4].reshape(-1)} if p.scale_bias else {}
+        blob_params = (None, None, None, "weight", "bias") if p.scale_bias else ()
         if not p.use_global_stats:
-            return ModuleOp(cls, (channels,), {**kwargs, "track_running_stats": False})
+            return ModuleOp(cls, (channels,), {**kwargs, "track_running_stats": False}, affine, blob_params)
         mean, var = batch_norm_stats(blobs)
-        state = {"running_mean": mean, "running_var": var, "num_batches_tracked": np.zeros((), np.int64)}
-        return ModuleOp(cls, (channels,), kwargs, state)
+        state = {"running_mean": mean, "running_var": var, "num_batches_tracked": np.zeros((), np.int64), **affine}
+        return ModuleOp(cls, (channels,), kwargs, state, blob_params)
 
 
 def batch_norm_stats(blobs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -157,26 +189,97 @@ class NormalizeParams:
     across_spatial: bool = True
     channel_shared: bool = True
     eps: float = 1e-10
+    feature_norm: str | None = None
+    """happynear's NormFace/AM-Softmax Normalize: "L2" or "L1" per position, no learned scale."""
 
 
 @register
 class Normalize(LayerSpec):
     type = "Normalize"
-    semantics = "SSD (weiliu89/caffe): x / sqrt(sum x^2 + eps) times a learned scale"
+    tops = (1, 2)
+    fillers = ("norm_param", ("scale_filler",))
+    fill_values = (1.0,)
+    semantics = (
+        "SSD (weiliu89/caffe): x / sqrt(sum x^2 + eps) times a learned scale; with normalize_param or a second top, "
+        "happynear's (NormFace): x / (||x|| + 1e-6 inside the root), the norm as second top"
+    )
 
     def parse(self, ctx: ParseContext) -> NormalizeParams:
+        if ctx.layer.has("normalize_param") or ctx.n_tops == 2:
+            kind = str(plain(ctx, ctx.param("normalize_param"), "normalize_type"))
+            if kind not in ("L2", "L1"):
+                raise ctx.unsupported(f"normalize_type {kind!r} (only L2 and L1)", "normalize_type", ctx.param("normalize_param"))
+            return NormalizeParams(feature_norm=kind)
+        if ctx.n_tops != 1:
+            raise ctx.error("SSD's Normalize has one top")
         np_ = ctx.param("norm_param")
         return NormalizeParams(bool(np_.get("across_spatial")), bool(np_.get("channel_shared")), float(plain(ctx, np_, "eps")))
 
     def infer(self, p: NormalizeParams, shapes: list[Shape]) -> list[Shape]:
-        if len(shapes[0]) < 2:
-            raise ShapeError(f"Normalize needs at least 2 axes, got shape {list(shapes[0])}")
-        return [shapes[0]]
+        x = shapes[0]
+        if len(x) < 2:
+            raise ShapeError(f"Normalize needs at least 2 axes, got shape {list(x)}")
+        if p.feature_norm is not None:
+            if len(x) > 4:
+                raise ShapeError(f"happynear's Normalize works on up to 4-d blobs, got {list(x)}")
+            legacy = (*x, 1, 1)[:4]  # the fork writes (num, channels, height, width)
+            return [legacy, (legacy[0], 1, legacy[2], legacy[3])]
+        return [x]
 
     def weight_shapes(self, p: NormalizeParams, shapes: list[Shape]) -> list[Shape]:
+        if p.feature_norm is not None:
+            return []
         return [()] if p.channel_shared else [(shapes[0][1],)]
 
-    def lower(self, p: NormalizeParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
-        kwargs = {k: v for k, v in vars(p).items() if v != getattr(NormalizeParams(), k)}
+    def lower(self, p: NormalizeParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp | CallOp:
+        if p.feature_norm is not None:
+            return CallOp(caffe_ops.feature_normalize, (In(0), p.feature_norm == "L2"), n_out=2)
+        kwargs = {k: v for k, v in vars(p).items() if k != "feature_norm" and v != getattr(NormalizeParams(), k)}
         weight = blobs[0].reshape(()) if p.channel_shared else blobs[0]
         return ModuleOp(caffe_ops.Normalize, (shapes[0][1],), kwargs, {"weight": weight}, ("weight",) if not p.channel_shared else (None,))
+
+
+@dataclass(frozen=True)
+class ChannelScaleParams:
+    forward: bool = True
+    global_scale: bool = False
+    limits: tuple[float, float] = (0.0, 1000.0)
+
+
+@register
+class ChannelScale(LayerSpec):
+    type = "ChannelScale"
+    bottoms = (1, 2)
+    tops = (1, 2)
+    semantics = (
+        "AM-Softmax / NormFace (happynear): every channel of x times a per-position scale from the second input; "
+        "with global_scale one learned scale clamped to [min_global_scale, max_global_scale]"
+    )
+
+    def parse(self, ctx: ParseContext) -> ChannelScaleParams:
+        cp = ctx.param("channel_scale_param")
+        limits = (float(plain(ctx, cp, "min_global_scale")), float(plain(ctx, cp, "max_global_scale")))
+        p = ChannelScaleParams(bool(cp.get("do_forward")), bool(cp.get("global_scale")), limits)
+        if not p.global_scale and ctx.n_bottoms != 2:
+            raise ctx.error("ChannelScale needs the scale as a second input (or global_scale)")
+        return p
+
+    def infer(self, p: ChannelScaleParams, shapes: list[Shape]) -> list[Shape]:
+        x = shapes[0]
+        if not p.global_scale and count(shapes[1]) != x[0] * count(x, 2):
+            raise ShapeError(f"the scale input {list(shapes[1])} must give one value per sample and position of {list(x)}")
+        return [x, (1,)]
+
+    def weight_shapes(self, p: ChannelScaleParams, shapes: list[Shape]) -> list[Shape]:
+        return [(1,)] if p.global_scale else []
+
+    def initial_blobs(self, p: ChannelScaleParams, shapes: list[Shape]) -> list[np.ndarray] | None:
+        return [np.full((1,), -1.0, np.float32)] if p.global_scale else None  # the fork's initial value
+
+    def lower(self, p: ChannelScaleParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp | AliasOp:
+        if not p.forward:
+            return AliasOp((0,))
+        if p.global_scale:
+            value = float(np.clip(np.float32(blobs[0].reshape(-1)[0]), np.float32(p.limits[0]), np.float32(p.limits[1])))
+            return CallOp(caffe_ops.global_scale, (In(0), value), n_out=2)
+        return CallOp(caffe_ops.channel_scale, (In(0), In(1)))

@@ -44,9 +44,16 @@ class ParseContext:
     n_tops: int = 0
     notes: list[str] = field(default_factory=list)
     """Remarks about this layer for the user (shown by inspect), e.g. an assumed channel count."""
+    runtime_inputs: list[str] = field(default_factory=list)
+    """Extra inputs the layer needs that Caffe reads from files at run time (see :meth:`runtime_input`)."""
 
     def note(self, message: str) -> None:
         self.notes.append(message)
+
+    def runtime_input(self, name: str) -> None:
+        """Ask for an extra net input ``<layer>.<name>``, appended to the layer's inputs: for data
+        Caffe reads from a file while running (which a converted net receives instead)."""
+        self.runtime_inputs.append(name)
 
     def _span(self, field_name: str | None, param: Msg | None):  # noqa: ANN202
         span = None
@@ -74,12 +81,17 @@ class LayerSpec:
     type: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     """Other type names that mean the same layer (fork spellings)."""
+    python_layer: ClassVar[str | None] = None
+    """For a converter of a ``type: "Python"`` layer: ``"module.Class"`` as written in its
+    ``python_param`` (``type`` is then just a display name)."""
     bottoms: ClassVar[tuple[int, int | None]] = (1, 1)
     """Allowed number of bottoms: (min, max), max None for unbounded."""
     tops: ClassVar[tuple[int, int | None]] = (1, 1)
     source: ClassVar[bool] = False
     """True for layers that bring data into the net (Input, Data, …): their tops are net inputs."""
     in_place_ok: ClassVar[bool] = True
+    auto_tops: ClassVar[bool] = False
+    """Missing tops are created anonymously, as Caffe does for loss layers."""
     description: ClassVar[str] = ""
     semantics: ClassVar[str] = "BVLC Caffe"
     """Whose semantics the implementation follows (BVLC, or the fork that introduced the layer)."""
@@ -97,6 +109,21 @@ class LayerSpec:
         """Shapes of the learned blobs, in Caffe's order and layout."""
         return []
 
+    def blob_fits(self, p: Any, index: int, got: Shape, want: Shape) -> bool:
+        """Accept learned blob ``index`` of shape ``got`` where ``want`` is expected (beyond an exact
+        or legacy 4-d match), e.g. forks that saved the same vector as (C,) or (1, C, 1, 1)."""
+        return False
+
+    fillers: ClassVar[tuple[str, tuple[str, ...]]] = ("", ())
+    """Where the prototxt names each learned blob's filler: (parameter field, filler field per blob)."""
+    fill_values: ClassVar[tuple[float, ...]] = ()
+    """The constant for blob i when no filler is named (0 when not listed)."""
+
+    def initial_blobs(self, p: Any, shapes: list[Shape]) -> list[np.ndarray] | None:
+        """Blobs of the given shapes for a net converted without weights, when fillers cannot
+        describe them (None: use the fillers)."""
+        return None
+
     def window(self, p: Any) -> tuple[tuple[int, int, int], ...] | None:
         """Per spatial axis (effective kernel, stride, upsampling factor) for receptive fields."""
         return None
@@ -112,23 +139,40 @@ class LayerSpec:
 
 
 _REGISTRY: dict[str, LayerSpec] = {}
+_PYTHON: dict[str, LayerSpec] = {}
+"""Converters of Python layers, by ``module.Class``."""
+
+
+def _keys(cls: type[LayerSpec]) -> tuple[dict[str, LayerSpec], tuple[str, ...]]:
+    if cls.python_layer is not None:
+        return _PYTHON, (cls.python_layer,)
+    return _REGISTRY, (cls.type, *cls.aliases)
 
 
 def register(cls: type[LayerSpec]) -> type[LayerSpec]:
-    """Class decorator: make ``cls`` the spec for its type and aliases."""
+    """Class decorator: make ``cls`` the spec for its type and aliases (or its Python layer)."""
+    table, names = _keys(cls)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{cls.__name__} needs a type name (or python_layer = 'module.Class')")
     spec = cls()
-    for name in (cls.type, *cls.aliases):
-        if name in _REGISTRY and type(_REGISTRY[name]) is not cls:
-            raise ValueError(f"layer type {name!r} is registered twice ({type(_REGISTRY[name]).__name__} and {cls.__name__})")
-        _REGISTRY[name] = spec
+    for name in names:
+        if name in table and type(table[name]) is not cls:
+            raise ValueError(f"layer type {name!r} is registered twice ({type(table[name]).__name__} and {cls.__name__})")
+        table[name] = spec
     return cls
 
 
 def register_layer(cls: type[LayerSpec], *, replace: bool = False) -> type[LayerSpec]:
-    """Public entry point for plugins: register a spec, optionally replacing a built-in one."""
+    """Public entry point for plugins: register a spec, optionally replacing a built-in one.
+
+    A spec with ``python_layer = "module.Class"`` converts the Python layers that name
+    that class in their ``python_param``.
+    """
+    _ensure_loaded()
     if replace:
-        for name in (cls.type, *cls.aliases):
-            _REGISTRY.pop(name, None)
+        table, names = _keys(cls)
+        for name in names:
+            table.pop(name, None)
     return register(cls)
 
 
@@ -137,9 +181,20 @@ def lookup(type_name: str) -> LayerSpec | None:
     return _REGISTRY.get(type_name)
 
 
+def lookup_python(module_class: str) -> LayerSpec | None:
+    """The converter registered for the Python layer ``module.Class``, if any."""
+    _ensure_loaded()
+    return _PYTHON.get(module_class)
+
+
 def registered() -> dict[str, LayerSpec]:
     _ensure_loaded()
     return dict(_REGISTRY)
+
+
+def registered_python() -> dict[str, LayerSpec]:
+    _ensure_loaded()
+    return dict(_PYTHON)
 
 
 def is_source_type(type_name: str) -> bool:
@@ -159,6 +214,21 @@ def _ensure_loaded() -> None:
 
 # --- helpers shared by specs ---------------------------------------------------------------
 
+def count_problem(spec: LayerSpec, n_bottoms: int, n_tops: int) -> str | None:
+    """Why ``spec`` cannot take this many bottoms and tops (None when it can)."""
+    for what, n, (lo, hi) in (("bottoms", n_bottoms, spec.bottoms), ("tops", n_tops, spec.tops)):
+        if n < lo or (hi is not None and n > hi):
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi is not None else f"at least {lo}"
+            return f"{spec.type} takes {want} {what}, got {n}"
+    return None
+
+
+def python_class(layer: Msg) -> str:
+    """``module.Class`` of a Python layer, as its ``python_param`` names it."""
+    python = layer.sub("python_param")
+    return f"{python.get('module')}.{python.get('layer')}"
+
+
 def canonical_axis(axis: int, ndim: int, what: str = "axis") -> int:
     """Caffe's CanonicalAxisIndex: negative axes count from the end."""
     if not -ndim <= axis < ndim:
@@ -171,6 +241,11 @@ def count(shape: Sequence[int], start: int = 0, end: int | None = None) -> int:
     for d in shape[start:end]:
         n *= d
     return n
+
+
+def same_values(got: Sequence[int], want: Sequence[int]) -> bool:
+    """Two shapes that differ only by axes of size 1 (forks save a vector as (C,), (1, C) or (1, C, 1, 1))."""
+    return count(got) == count(want) and [d for d in got if d != 1] == [d for d in want if d != 1]
 
 
 def check_shape(shape: Sequence[int]) -> Shape:

@@ -60,6 +60,8 @@ class _ScaleLike(LayerSpec):
 @register
 class Scale(_ScaleLike):
     type = "Scale"
+    fillers = ("scale_param", ("filler", "bias_filler"))
+    fill_values = (1.0,)
     field = "scale_param"
     description = "x * scale (+ bias), scale learned or given as a second input"
 
@@ -88,6 +90,7 @@ class Scale(_ScaleLike):
 @register
 class Bias(_ScaleLike):
     type = "Bias"
+    fillers = ("bias_param", ("filler",))
     field = "bias_param"
     description = "x + bias, bias learned or given as a second input"
 

@@ -1,5 +1,6 @@
 """Layers that move data around without arithmetic: Concat, Slice, Split, Silence,
-Flatten, Reshape, Permute, Tile and Crop."""
+Flatten, Reshape, Permute, Tile, Crop, Parameter, and the fork layers ShuffleChannel
+(ShuffleNet), Flip (happynear), Reverse and Transpose (caffe_ocr)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from ..backend import caffe_ops
-from ..backend.lowering import AliasOp, CallOp, In, InList
+from ..backend.lowering import AliasOp, CallOp, In, InList, ModuleOp
 from ..errors import ShapeError
 from ..prototxt.schema import define, extend
 from .common import plain, plain_all
@@ -19,9 +20,22 @@ from .registry import LayerSpec, NoParams, ParseContext, Shape, canonical_axis, 
 define("""
 message PermuteParameter
   order               1  uint32*
+message ShuffleChannelParameter
+  group               1  uint32  = 1
+message FlipParameter
+  flip_width          1  bool    = true
+  flip_height         2  bool    = false
+message ReverseParameter
+  axis                1  int32   = 0
+message TransposeParameter
+  dim                 1  int32*
 """)
 extend("LayerParameter", """
   permute_param     202  PermuteParameter
+  shuffle_channel_param - ShuffleChannelParameter
+  flip_param          -  FlipParameter
+  reverse_param       -  ReverseParameter
+  transpose_param     -  TransposeParameter
 """)
 
 
@@ -339,3 +353,119 @@ class Crop(LayerSpec):
     def lower(self, p: CropParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp:
         axis, offsets = self.offsets(p, shapes)
         return CallOp(caffe_ops.crop_like, (In(0), In(1), axis, offsets))
+
+
+@dataclass(frozen=True)
+class ShuffleChannelParams:
+    group: int = 1
+
+
+@register
+class ShuffleChannel(LayerSpec):
+    type = "ShuffleChannel"
+    semantics = "ShuffleNet (farmingyard/ShuffleNet): channels viewed as (group, C/group), transposed"
+
+    def parse(self, ctx: ParseContext) -> ShuffleChannelParams:
+        sp = ctx.param("shuffle_channel_param")
+        group = int(plain(ctx, sp, "group"))
+        if group < 1:
+            raise ctx.error(f"group must be at least 1, got {group}", "group", sp)
+        return ShuffleChannelParams(group)
+
+    def infer(self, p: ShuffleChannelParams, shapes: list[Shape]) -> list[Shape]:
+        shape = shapes[0]
+        if len(shape) < 2 or shape[1] % p.group:
+            raise ShapeError(f"ShuffleChannel with group {p.group} needs a channel count divisible by it, got shape {list(shape)}")
+        return [shape]
+
+    def lower(self, p: ShuffleChannelParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp | AliasOp:
+        if p.group == 1:
+            return AliasOp((0,))
+        return CallOp(caffe_ops.shuffle_channels, (In(0), p.group))
+
+
+@dataclass(frozen=True)
+class FlipParams:
+    dims: tuple[int, ...] = (3,)
+
+
+@register
+class Flip(LayerSpec):
+    type = "Flip"
+    semantics = "happynear's caffe-windows: mirror an (N, C, H, W) blob left-right (flip_width) and/or up-down (flip_height)"
+
+    def parse(self, ctx: ParseContext) -> FlipParams:
+        fp = ctx.param("flip_param")
+        return FlipParams(tuple(d for d, on in ((2, fp.get("flip_height")), (3, fp.get("flip_width"))) if on))
+
+    def infer(self, p: FlipParams, shapes: list[Shape]) -> list[Shape]:
+        if len(shapes[0]) != 4:
+            raise ShapeError(f"Flip works on 4-d blobs (N, C, H, W), got shape {list(shapes[0])}")
+        return [shapes[0]]
+
+    def lower(self, p: FlipParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp | AliasOp:
+        return CallOp(torch.flip, (In(0), list(p.dims))) if p.dims else AliasOp((0,))
+
+
+@register
+class Reverse(LayerSpec):
+    type = "Reverse"
+    semantics = "caffe_ocr: reverse the order along reverse_param.axis (time, for bidirectional LSTMs)"
+
+    def parse(self, ctx: ParseContext) -> AxisParams:
+        return AxisParams(int(plain(ctx, ctx.param("reverse_param"), "axis")))
+
+    def infer(self, p: AxisParams, shapes: list[Shape]) -> list[Shape]:
+        canonical_axis(p.axis, len(shapes[0]))
+        return [shapes[0]]
+
+    def lower(self, p: AxisParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp:
+        return CallOp(torch.flip, (In(0), [canonical_axis(p.axis, len(shapes[0]))]))
+
+
+@register
+class Transpose(LayerSpec):
+    type = "Transpose"
+    semantics = "caffe_ocr: output axis i is input axis transpose_param.dim[i] (like Permute)"
+
+    def parse(self, ctx: ParseContext) -> PermuteParams:
+        dims = tuple(int(d) for d in plain_all(ctx, ctx.param("transpose_param"), "dim"))
+        if not dims:
+            raise ctx.error("transpose_param needs the new order as dim values", "transpose_param")
+        return PermuteParams(dims)
+
+    def infer(self, p: PermuteParams, shapes: list[Shape]) -> list[Shape]:
+        shape = shapes[0]
+        if sorted(p.order) != list(range(len(shape))):
+            raise ShapeError(f"dim {list(p.order)} is not a permutation of the {len(shape)} axes of {list(shape)}")
+        return [tuple(shape[d] for d in p.order)]
+
+    def lower(self, p: PermuteParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp:
+        return CallOp(torch.permute, (In(0), list(p.order)))
+
+
+@dataclass(frozen=True)
+class ParameterParams:
+    shape: Shape
+
+
+@register
+class Parameter(LayerSpec):
+    type = "Parameter"
+    bottoms = (0, 0)
+    description = "no input; outputs its learned blob of parameter_param.shape"
+
+    def parse(self, ctx: ParseContext) -> ParameterParams:
+        shape = tuple(int(d) for d in plain_all(ctx, ctx.param("parameter_param").sub("shape"), "dim"))
+        if not shape:
+            raise ctx.error("parameter_param.shape must give the blob's dims", "parameter_param")
+        return ParameterParams(shape)
+
+    def infer(self, p: ParameterParams, shapes: list[Shape]) -> list[Shape]:
+        return [p.shape]
+
+    def weight_shapes(self, p: ParameterParams, shapes: list[Shape]) -> list[Shape]:
+        return [p.shape]
+
+    def lower(self, p: ParameterParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
+        return ModuleOp(caffe_ops.ParameterBlob, (list(p.shape),), {}, {"weight": blobs[0]}, ("weight",))

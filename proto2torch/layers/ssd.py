@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import caffe_ops
-from ..backend.lowering import ModuleOp
+from ..backend import caffe_ops, ops_detection
+from ..backend.lowering import CallOp, In, ModuleOp, Op
 from ..errors import ShapeError
 from ..prototxt.schema import define, extend
 from .common import enum_value, plain, plain_all
@@ -72,10 +72,18 @@ message DetectionOutputParameter
   visualize_threshold 11 float
   thresholds         12  float*
   save_file          13  string
+
+message DetectionEvaluateParameter
+  num_classes         1  uint32
+  background_label_id 2  uint32  = 0
+  overlap_threshold   3  float   = 0.5
+  evaluate_difficult_gt 4 bool   = true
+  name_size_file      5  string
 """)
 extend("LayerParameter", """
   prior_box_param   203  PriorBoxParameter
   detection_output_param 204 DetectionOutputParameter
+  detection_evaluate_param 205 DetectionEvaluateParameter
 """)
 
 
@@ -220,3 +228,51 @@ class DetectionOutput(LayerSpec):
     def lower(self, p: DetectionOutputParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         kwargs = {k: v for k, v in vars(p).items() if k != "num_classes" and v != getattr(DetectionOutputParams(0), k)}
         return ModuleOp(caffe_ops.DetectionOutput, (p.num_classes,), kwargs)
+
+
+@dataclass(frozen=True)
+class DetectionEvaluateParams:
+    num_classes: int
+    background_label_id: int = 0
+    overlap_threshold: float = 0.5
+    evaluate_difficult_gt: bool = True
+    sized: bool = False
+    """name_size_file: boxes are scaled to pixels by image sizes, given as an extra input."""
+
+
+@register
+class DetectionEvaluate(LayerSpec):
+    type = "DetectionEvaluate"
+    bottoms = (2, 2)
+    semantics = (
+        "SSD (weiliu89/caffe): per-detection true/false positives against ground truth, for mAP; with name_size_file "
+        "the image sizes Caffe reads from it become an input (one row per image that has detections, in image order)"
+    )
+
+    def parse(self, ctx: ParseContext) -> DetectionEvaluateParams:
+        dp = ctx.param("detection_evaluate_param")
+        if not dp.has("num_classes"):
+            raise ctx.error("detection_evaluate_param.num_classes is required", "detection_evaluate_param")
+        sized = dp.has("name_size_file")
+        if sized:
+            # Caffe reads one (height, width) line per evaluated image from this file; the net gets them as input
+            ctx.runtime_input("image_sizes")
+        threshold = float(plain(ctx, dp, "overlap_threshold"))
+        if threshold <= 0:
+            raise ctx.error(f"overlap_threshold must be positive, got {threshold}", "overlap_threshold", dp)
+        classes, background = int(plain(ctx, dp, "num_classes")), int(plain(ctx, dp, "background_label_id"))
+        return DetectionEvaluateParams(classes, background, threshold, bool(dp.get("evaluate_difficult_gt")), sized)
+
+    def infer(self, p: DetectionEvaluateParams, shapes: list[Shape]) -> list[Shape]:
+        det, gt = shapes[:2]
+        if p.sized and (len(shapes[2]) != 2 or shapes[2][1] != 2):
+            raise ShapeError(f"the image sizes input must be (images, 2) rows of (height, width), got {list(shapes[2])}")
+        if len(det) != 4 or det[:2] != (1, 1) or det[3] != 7 or len(gt) != 4 or gt[:2] != (1, 1) or gt[3] != 8:
+            raise ShapeError(f"DetectionEvaluate needs detections (1, 1, D, 7) and ground truth (1, 1, G, 8); got {list(det)} and {list(gt)}")
+        classes = p.num_classes - (1 if 0 <= p.background_label_id < p.num_classes else 0)
+        return [(1, 1, classes + det[2], 5)]
+
+    def lower(self, p: DetectionEvaluateParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> Op:
+        sizes = In(2) if p.sized else None
+        args = (In(0), In(1), p.num_classes, p.background_label_id, p.overlap_threshold, p.evaluate_difficult_gt, sizes)
+        return CallOp(ops_detection.detection_evaluate, args)

@@ -53,6 +53,9 @@ class FcToConv(Pass):
             if len(shape) != 4:
                 log.append(f"{name}: left as InnerProduct (its input is {len(shape)}-d, not N x C x H x W)")
                 continue
+            if p.normalize:
+                log.append(f"{name}: left as InnerProduct (its weights are normalised per forward pass)")
+                continue
             channels, height, width = shape[1], shape[2], shape[3]
             blobs = node.blobs
             if blobs:

@@ -44,13 +44,16 @@ class FoldBN(Pass):
                 continue
             if layer.type != "InnerProduct" and layer.params.axis != 1:
                 continue
-            if layer.type == "InnerProduct" and (layer.params.transpose or net.values[src].shape is None or layer.params.axis != len(net.values[src].shape) - 1 and len(net.values[src].shape) != 2):
+            if layer.type == "InnerProduct" and (layer.params.transpose or layer.params.normalize or net.values[src].shape is None or layer.params.axis != len(net.values[src].shape) - 1 and len(net.values[src].shape) != 2):
                 continue
-            scale = _following_scale(net, bn, consumers)
+            scale = None if bn.params.scale_bias else _following_scale(net, bn, consumers)
             mean, var = batch_norm_stats(bn.blobs)
             inv_std = 1.0 / np.sqrt(var.astype(np.float64) + bn.params.eps)
-            gamma = np.ones_like(inv_std) if scale is None else scale.blobs[0].astype(np.float64).reshape(-1)
-            beta = np.zeros_like(inv_std) if scale is None or not scale.params.bias_term else scale.blobs[1].astype(np.float64).reshape(-1)
+            if bn.params.scale_bias:  # NVIDIA Caffe's own affine blobs
+                gamma, beta = (bn.blobs[k].astype(np.float64).reshape(-1) for k in (3, 4))
+            else:
+                gamma = np.ones_like(inv_std) if scale is None else scale.blobs[0].astype(np.float64).reshape(-1)
+                beta = np.zeros_like(inv_std) if scale is None or not scale.params.bias_term else scale.blobs[1].astype(np.float64).reshape(-1)
             factor = gamma * inv_std
             weight = layer.blobs[0].astype(np.float64)
             if layer.type == "Deconvolution":

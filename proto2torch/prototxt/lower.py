@@ -13,9 +13,9 @@ from pathlib import Path
 from ..errors import GraphError, LayerParamError, Proto2TorchError, SchemaError, UnsupportedFeature
 from ..ir.graph import Net, Node, Value, compute_outputs
 from ..ir.shapes import infer_shapes
-from ..layers.registry import ParseContext, lookup, registered
+from ..layers.registry import ParseContext, count_problem, lookup, lookup_python, python_class, registered
 from .message import Msg
-from .schema import Diagnostic, bind
+from .schema import Diagnostic, bind, unknown_fields
 from .textformat import parse_text
 from .upgrade import layer_included, upgrade_net
 
@@ -130,6 +130,14 @@ class _Builder:
                 continue
             self.add_layer(layer, index, excluded)
 
+    def _runtime_input(self, layer: Msg, layer_name: str, name: str) -> str:
+        node = _runtime_input_node(layer, layer_name, name, self.values, self.latest)
+        self.nodes.append(node)
+        self.diagnostics.append(
+            Diagnostic(layer.span(), f"layer '{layer_name}' reads {name} from a file while Caffe runs; the converted net takes it as input '{node.name}'")
+        )
+        return node.outputs[0]
+
     def add_layer(self, layer: Msg, index: int, excluded: Mapping[str, Msg]) -> None:
         values, latest, diagnostics = self.values, self.latest, self.diagnostics
         type_name = layer.get("type")
@@ -146,6 +154,9 @@ class _Builder:
                 self.nodes.append(_implicit_input(bottom, excluded.get(bottom), layer, i, self.phase, values, latest, diagnostics))
             inputs.append(latest[bottom])
         spec = lookup(type_name)
+        if spec is not None and spec.auto_tops and len(tops) < spec.tops[0]:
+            # Caffe gives a loss layer without tops an anonymous one (AutoTopBlobs)
+            tops = tops + [f"{layer_name} (automatic {k})" if k else f"{layer_name} (automatic)" for k in range(spec.tops[0] - len(tops))]
         outputs = []
         for j, top in enumerate(tops):
             in_place = j < len(bottoms) and bottoms[j] == top
@@ -163,7 +174,7 @@ class _Builder:
             outputs.append(value_id)
         param_names = tuple(spec_msg.get("name") for spec_msg in layer.all("param"))
         params, unsupported = None, None
-        if type_name == "Python" and not bottoms:
+        if type_name == "Python" and not bottoms and lookup_python(python_class(layer)) is None:
             python = layer.sub("python_param")
             diagnostics.append(
                 Diagnostic(
@@ -179,7 +190,7 @@ class _Builder:
         if spec is None:
             unsupported = _why_unsupported(layer, type_name)
         else:
-            unsupported = _count_problem(spec, len(bottoms), len(tops))
+            unsupported = count_problem(spec, len(bottoms), len(tops)) or _unknown_field_problem(layer, spec)
             if unsupported is None:
                 ctx = ParseContext(layer, layer_name, self.options, len(bottoms), len(tops))
                 try:
@@ -191,6 +202,8 @@ class _Builder:
                         raise
                     raise LayerParamError(f"cannot read the parameters of this {type_name} layer ({exc})", layer.span(), layer_name) from exc
                 diagnostics.extend(Diagnostic(layer.span(), f"layer '{layer_name}': {note}") for note in ctx.notes)
+                for extra in ctx.runtime_inputs:
+                    inputs.append(self._runtime_input(layer, layer_name, extra))
         self.nodes.append(
             Node(
                 name=layer_name,
@@ -204,6 +217,16 @@ class _Builder:
                 unsupported=unsupported,
             )
         )
+
+
+def _runtime_input_node(layer: Msg, layer_name: str, name: str, values: dict[str, Value], latest: dict[str, str]) -> Node:
+    blob = f"{layer_name}.{name}"
+    value_id = _fresh_id(blob, values)
+    values[value_id] = Value(value_id, blob)
+    latest[blob] = value_id
+    from ..layers.data import InputParams
+
+    return Node(blob, "Input", InputParams((None,), runtime=True), (), (value_id,), span=layer.span())
 
 
 def _implicit_input(
@@ -262,19 +285,30 @@ def _nth_span(layer: Msg, field: str, n: int):  # noqa: ANN202
     return layer.span()
 
 
-def _count_problem(spec, n_bottoms: int, n_tops: int) -> str | None:  # noqa: ANN001
-    for what, n, (lo, hi) in (("bottoms", n_bottoms, spec.bottoms), ("tops", n_tops, spec.tops)):
-        if n < lo or (hi is not None and n > hi):
-            want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi is not None else f"at least {lo}"
-            return f"{spec.type} takes {want} {what}, got {n}"
-    return None
+# LayerParameter fields that never change what a layer computes: training, bookkeeping,
+# data preprocessing (a converted net receives the data already prepared), and the
+# precision hints of NVIDIA's Caffe (which fix the arithmetic type, not the function), and
+# DeepLab's strict_dim (read when weights are attached, see ir/weights.py)
+_INERT_LAYER_FIELDS = frozenset(
+    {"include", "exclude", "param", "propagate_down", "loss_weight", "transform_param", "blobs", "phase",
+     "blobs_lr", "weight_decay", "visualise", "visualise_channel", "forward_type", "backward_type",
+     "forward_math", "backward_math", "debug_info", "cudnn_math_override", "strict_dim"}
+)
+
+
+def _unknown_field_problem(layer: Msg, spec) -> str | None:  # noqa: ANN001
+    """A supported layer whose message carries fields the schema does not know may compute
+    something else than the converter assumes (a fork's extension): it is refused."""
+    if spec.source:
+        return None  # data layers: their parameters describe files, not arithmetic
+    unknown = unknown_fields(layer, _INERT_LAYER_FIELDS)
+    if not unknown:
+        return None
+    path, span = unknown[0]
+    where = f" ({span.line}:{span.column})" if span is not None else ""
+    more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+    return f"fork field {path}{where}{more} is not understood by this converter and may change the layer's result"
 
 
 def _why_unsupported(layer: Msg, type_name: str) -> str:
-    if type_name == "Python":
-        python = layer.sub("python_param")
-        return (
-            f"Python layer {python.get('module')}.{python.get('layer')} runs user code; "
-            "register a converter for it (proto2torch.register_layer) to convert this net"
-        )
     return f"no converter for layer type '{type_name}' (a Caffe fork layer?); see 'Adding a layer' in the README"

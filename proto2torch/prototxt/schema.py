@@ -102,7 +102,11 @@ def _add_field(msg: MessageDef, words: list[str], raw: str) -> None:
         default = _parse_default(" ".join(words[4:]))
     elif len(words) > 3:
         raise ValueError(f"schema table: cannot read {raw!r}")
-    msg.fields[name] = FieldDef(name, None if number == "-" else int(number), type_, repeated, default)
+    field = FieldDef(name, None if number == "-" else int(number), type_, repeated, default)
+    clash = next((f.name for f in msg.fields.values() if f.name != name and field.number is not None and f.number == field.number), None)
+    if clash:
+        raise ValueError(f"schema table: {msg.name}.{name} reuses number {number} of {msg.name}.{clash}; give a fork field that reuses a number as '-'")
+    msg.fields[name] = field
 
 
 def extend(message: str, table: str) -> None:
@@ -230,6 +234,24 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
+def unknown_fields(msg: Msg, skip: frozenset[str] = frozenset()) -> list[tuple[str, SourceSpan | None]]:
+    """Fields of ``msg`` and its sub-messages that the schema does not know, as dotted paths
+    with their positions (fields named in ``skip`` are not entered at the top level)."""
+    out: list[tuple[str, SourceSpan | None]] = []
+    mdef = MESSAGES.get(msg.type or "")
+    if mdef is None:
+        return out
+    for i, (name, value, _, _) in enumerate(msg.entries):
+        if name in skip:
+            continue
+        f = mdef.fields.get(name)
+        if f is None:
+            out.append((f"{msg.type}.{name}", msg.entry_span(i)))
+        elif isinstance(value, Msg) and f.type in MESSAGES:
+            out.extend(unknown_fields(value))
+    return out
+
+
 def bind(msg: Msg, type_name: str, diagnostics: list[Diagnostic] | None = None) -> Msg:
     """Type ``msg`` (in place) as ``type_name``, recursively.  Returns ``msg``.
 
@@ -280,7 +302,7 @@ enum Phase TRAIN=0 TEST=1
 enum DimCheckMode STRICT=0 PERMISSIVE=1
 enum Engine DEFAULT=0 CAFFE=1 CUDNN=2
 enum VarianceNorm FAN_IN=0 FAN_OUT=1 AVERAGE=2
-enum NormalizationMode FULL=0 VALID=1 BATCH_SIZE=2 NONE=3
+enum NormalizationMode FULL=0 VALID=1 BATCH_SIZE=2 NONE=3 PRE_FIXED=4
 enum DB LEVELDB=0 LMDB=1
 enum EltwiseOp PROD=0 SUM=1 MAX=2
 enum HingeNorm L1=1 L2=2
@@ -404,6 +426,7 @@ message LayerParameter
   threshold_param   128  ThresholdParameter
   tile_param        138  TileParameter
   window_data_param 129  WindowDataParameter
+  strict_dim       1003  bool    = true     // DeepLab: false reshapes a caffemodel blob of equal count
 
 message TransformationParameter
   scale               1  float   = 1
@@ -418,6 +441,9 @@ message LossParameter
   ignore_label        1  int32
   normalization       3  NormalizationMode = VALID
   normalize           2  bool
+  pre_fixed_normalizer - float   = 1        // NVIDIA Caffe / SSD: normalization PRE_FIXED
+  weight_by_label_freqs - bool   = false    // SegNet: weight each label's term
+  class_weighting     -  float*             // SegNet: the weights, one per class
 
 message AccuracyParameter
   top_k               1  uint32  = 1
@@ -441,6 +467,9 @@ message BatchNormParameter
   use_global_stats    1  bool
   moving_average_fraction 2 float = 0.999
   eps                 3  float   = 1e-5
+  scale_bias          -  bool    = false    // NVIDIA Caffe
+  scale_filler        -  FillerParameter    // NVIDIA Caffe
+  bias_filler         -  FillerParameter    // NVIDIA Caffe
 
 message BiasParameter
   axis                1  int32   = 1
@@ -470,6 +499,9 @@ message ConvolutionParameter
   engine             15  Engine  = DEFAULT
   axis               16  int32   = 1
   force_nd_im2col    17  bool    = false
+  hole                -  uint32             // DeepLab v1 (deeplab-public): dilation
+  hole_h              -  uint32
+  hole_w              -  uint32
 
 message CropParameter
   axis                1  int32   = 2
@@ -489,6 +521,8 @@ message DataParameter
 
 message DropoutParameter
   dropout_ratio       1  float   = 0.5
+  scale_train         -  bool    = true     // caffe-fast-rcnn: false scales by (1 - ratio) at test time instead
+  sample_weights_test -  bool    = false    // Bayesian SegNet: keep dropping at test time
 
 message DummyDataParameter
   data_filler         1  FillerParameter*
@@ -558,6 +592,7 @@ message InnerProductParameter
   bias_filler         4  FillerParameter
   axis                5  int32   = 1
   transpose           6  bool    = false
+  normalize           -  bool    = false    // happynear (NormFace, AM-Softmax): unit-length weight rows
 
 message InputParameter
   shape               1  BlobShape*
@@ -588,6 +623,7 @@ message MVNParameter
 
 message ParameterParameter
   shape               1  BlobShape
+  blob_filler         -  FillerParameter    // NVIDIA Caffe, initialisation only
 
 message PoolingParameter
   pool                1  PoolMethod = MAX

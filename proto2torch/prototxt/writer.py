@@ -31,6 +31,11 @@ def _params_changed(node: Node) -> bool:
     return original != node.params
 
 
+def _runtime_values(net: Net) -> set[str]:
+    """Inputs that stand for files Caffe reads at run time: not layers of the written net."""
+    return {v for n in net.nodes if n.type == "Input" and getattr(n.params, "runtime", False) for v in n.outputs}
+
+
 def layer_message(net: Net, node: Node) -> Msg:
     layer = node.msg.copy() if node.msg is not None else Msg(type="LayerParameter")
     spec = lookup(node.type)
@@ -39,7 +44,8 @@ def layer_message(net: Net, node: Node) -> Msg:
     for field in ("include", "exclude", "blobs", "phase", "bottom", "top", "name", "type"):
         layer.remove(field)
     head = [("name", node.name, 0, 0), ("type", node.type, 0, 0)]
-    head += [("bottom", net.values[v].blob, 0, 0) for v in node.inputs]
+    runtime = _runtime_values(net)
+    head += [("bottom", net.values[v].blob, 0, 0) for v in node.inputs if v not in runtime]
     head += [("top", net.values[v].blob, 0, 0) for v in node.outputs]
     layer.entries = head + layer.entries
     layer.type = "LayerParameter"
@@ -49,8 +55,10 @@ def layer_message(net: Net, node: Node) -> Msg:
 def net_message(net: Net) -> Msg:
     root = Msg(type="NetParameter")
     root.add("name", net.name)
+    runtime = _runtime_values(net)
     for node in net.nodes:
-        root.add("layer", layer_message(net, node))
+        if not set(node.outputs) & runtime:
+            root.add("layer", layer_message(net, node))
     return root
 
 

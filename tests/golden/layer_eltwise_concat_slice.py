@@ -8,7 +8,6 @@ Usage: model = build("eltwise_concat_slice.pth"); out = model(a, b, c)
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 

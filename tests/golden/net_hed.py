@@ -8,7 +8,6 @@ Usage: model = build("FCN.pth"); out = model(data)
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
