@@ -228,7 +228,9 @@ class _Emitter:
         if "math." in helper_src:
             lines.append("import math")
         lines.append(f"from typing import {', '.join(typing_names)}")
-        lines += ["", "import torch", "import torch.nn.functional as F", "from torch import Tensor, nn", ""]
+        code = "\n".join([helper_src, *self.init, *self.body])
+        lines += ["", "import torch"] + (["import torch.nn.functional as F"] if re.search(r"\bF\.", code) else [])
+        lines += ["from torch import Tensor, nn", ""]
         if helper_src:
             lines += ["", "# Caffe's arithmetic where torch.nn has no exact equivalent.", "", helper_src, ""]
         lines += ["", f"class {self.class_name}(nn.Module):", "    def __init__(self) -> None:", "        super().__init__()"]
