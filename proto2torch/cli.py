@@ -214,7 +214,8 @@ def cmd_case(args: argparse.Namespace) -> int:
     weights = case.write_caffemodel(out / "weights.caffemodel")
     reference = case.write_reference(out / "reference.npz")
     print(f"{case.name}: wrote {weights} ({case.meta.get('weights_format', 'v2')}) and {reference}")
-    print(f"next: proto2torch verify {case.prototxt} --weights {weights} --reference {reference} --rtol {case.rtol}")
+    semantics = "".join(f" --semantics {k}={v}" for k, v in case.semantics.items())
+    print(f"next: proto2torch verify {case.prototxt} --weights {weights} --reference {reference} --rtol {case.rtol}{semantics}")
     return 0
 
 

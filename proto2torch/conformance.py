@@ -106,6 +106,11 @@ class Case:
         return self.meta.get("weights_format") == "v1"
 
     @property
+    def semantics(self) -> dict[str, str]:
+        """Fork semantics the oracle build follows where proto2torch's default differs (``--semantics``)."""
+        return dict(self.meta.get("semantics", {}))
+
+    @property
     def rtol(self) -> float:
         return float(self.meta.get("rtol", 1e-4))
 

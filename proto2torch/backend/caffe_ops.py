@@ -58,6 +58,29 @@ class CaffePool2d(nn.Module):
         return total / divisor
 
 
+def batch_reindex(x: Tensor, index: Tensor) -> Tensor:
+    """Caffe's BatchReindex: the rows of ``x`` named by ``index``."""
+    return x.index_select(0, index.to(torch.int64))
+
+
+def im2col(x: Tensor, kernel: List[int], dilation: List[int], pad: List[int], stride: List[int], out: List[int]) -> Tensor:
+    """Caffe's Im2col: every kernel window as a column, (N, C * kh * kw, out_h, out_w)."""
+    columns = F.unfold(x, kernel, dilation, pad, stride)
+    return columns.reshape(x.shape[0], columns.shape[1], out[0], out[1])
+
+
+class SpatialPyramidPool(nn.Module):
+    """Caffe's SPP: one Caffe pooling per pyramid level (windows sized for the input it was
+    built for), each flattened, concatenated along channels."""
+
+    def __init__(self, method: str, levels: List[Tuple[Tuple[int, int], Tuple[int, int]]]):
+        super().__init__()
+        self.pools = nn.ModuleList([CaffePool2d(method, kernel, kernel, pad) for kernel, pad in levels])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([pool(x).flatten(1) for pool in self.pools], 1)
+
+
 def c3d_pool_sizes(size: List[int], kernel: List[int], stride: List[int], pad: int) -> List[int]:
     """C3D's pooled (L, H, W): ceil-mode windows, spatial padding only, no window dropped."""
     out = [(size[0] - kernel[0] + stride[0] - 1) // stride[0] + 1]

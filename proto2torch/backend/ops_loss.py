@@ -58,6 +58,27 @@ def softmax_with_loss(
     return loss / loss_normalizer(normalization, outer, inner, valid, fixed), prob
 
 
+def infogain_loss(
+    x: Tensor, label: Tensor, h: Tensor, axis: int, ignore_label: int, has_ignore: bool, normalization: str, softmax: bool
+) -> Tuple[Tensor, Tensor]:
+    """The information-gain loss -sum_j H[label, j] log p_j, normalised per ``normalization``.
+
+    ``softmax``: p is the softmax of ``x`` along ``axis`` (BVLC since 2016); otherwise ``x``
+    already holds probabilities, one label per sample, divided by N (the older form).
+    """
+    if not softmax:
+        x = x.reshape(x.shape[0], -1)
+    prob = torch.softmax(x, axis) if softmax else x
+    outer, channels, inner = _split(x, axis)
+    labels = label.reshape(outer, inner).to(torch.int64)
+    valid = labels != ignore_label if has_ignore else torch.ones_like(labels, dtype=torch.bool)
+    rows = h.reshape(channels, channels)[torch.where(valid, labels, 0)]
+    log_p = torch.log(torch.clamp(prob.reshape(outer, channels, inner), min=LOG_THRESHOLD)).transpose(1, 2)
+    terms = -(rows * log_p).sum(2)
+    loss = torch.where(valid, terms, torch.zeros_like(terms)).sum()
+    return loss / loss_normalizer(normalization, outer, inner, valid), prob
+
+
 def accuracy(x: Tensor, label: Tensor, axis: int, top_k: int, ignore_label: int, has_ignore: bool) -> Tuple[Tensor, Tensor]:
     """Top-k accuracy (ties count against the label) and the per-class accuracies."""
     outer, channels, inner = _split(x, axis)

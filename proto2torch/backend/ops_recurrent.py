@@ -14,6 +14,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def lstm_unit(c_prev: Tensor, x: Tensor, cont: Tensor) -> Tuple[Tensor, Tensor]:
+    """One LSTM step (Caffe's LSTMUnit): gates i, f, o, g from ``x`` (1, N, 4H); the forget
+    gate is cont * sigmoid(f), exactly 0 where cont is 0.  Returns (c, h)."""
+    hidden = c_prev.shape[2]
+    i = torch.sigmoid(x[:, :, :hidden])
+    f = torch.sigmoid(x[:, :, hidden : 2 * hidden])
+    o = torch.sigmoid(x[:, :, 2 * hidden : 3 * hidden])
+    g = torch.tanh(x[:, :, 3 * hidden :])
+    flag = cont.reshape(1, -1, 1).to(x.dtype)
+    f = torch.where(flag == 0, torch.zeros_like(f), flag * f)
+    c = f * c_prev + i * g
+    return c, o * torch.tanh(c)
+
+
 class CaffeLSTM(nn.Module):
     """BVLC LSTM: returns the hidden states (T, N, H) and the last hidden and cell states (1, N, H)."""
 

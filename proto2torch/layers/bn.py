@@ -7,8 +7,8 @@ scale and shift in the same layer (BVLC's BatchNorm needs a separate Scale layer
   slope, bias, mean, variance.  In the TEST phase, or when ``bn_param.frozen``:
   ``slope * (x - mean) / sqrt(variance + eps) + bias``.  Otherwise the batch's own
   mean and (biased) variance are used.
-* ``tsn`` — temporal-segment-networks (yjxiong's caffe, also the build behind the
-  conformance oracle): the same four blobs and fields, but the fourth blob holds the
+* ``tsn`` — temporal-segment-networks (yjxiong's caffe; brocolli-caffe carries the same
+  source, but does not build it): the same four blobs and fields, but the fourth blob holds the
   *inverse standard deviation* (its running average is taken after eps and the
   inverse square root), so TEST computes ``slope * (x - mean) * blob3 + bias`` with no eps.
 * ``segnet`` — caffe-segnet and ENet: two blobs, scale and shift.  ``bn_mode:

@@ -14,7 +14,7 @@ import numpy as np
 from torch import nn
 
 from ..backend import caffe_ops
-from ..backend.lowering import ModuleOp
+from ..backend.lowering import CallOp, In, ModuleOp
 from ..errors import LayerParamError, ShapeError
 from ..prototxt.message import Msg
 from .common import conv_out, hw_or_repeated, per_axis, plain
@@ -238,3 +238,51 @@ class Deconvolution(_ConvBase):
     def window(self, p: ConvParams) -> tuple[tuple[int, int, int], ...]:
         kernel, stride, _, dilation = p.spatial(2)
         return tuple((d * (k - 1) + 1, 1, s) for k, s, d in zip(kernel, stride, dilation))
+
+
+@dataclass(frozen=True)
+class Im2colParams:
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+
+@register
+class Im2col(LayerSpec):
+    type = "Im2col"
+    description = "every kernel window as a column (convolution_param's kernel, stride, pad, dilation): (N, C*kh*kw, H', W')"
+
+    def parse(self, ctx: ParseContext) -> Im2colParams:
+        cp = ctx.param("convolution_param")
+        if int(cp.get("axis")) != 1:
+            raise ctx.unsupported("Im2col is converted for channel axis 1 only", "axis", cp)
+        if cp.has("kernel_h") or cp.has("kernel_w"):
+            kernel = hw_or_repeated(ctx, cp, "kernel", None)
+        else:
+            kernel = tuple(int(v) for v in cp.all("kernel_size"))
+            if not kernel:
+                raise ctx.error("the kernel size is missing (kernel_size or kernel_h/kernel_w)", "convolution_param")
+        stride, pad = hw_or_repeated(ctx, cp, "stride", 1), hw_or_repeated(ctx, cp, "pad", 0)
+        dilation = tuple(int(v) for v in cp.all("dilation")) or (1,)
+        two = [per_axis(v, 2, what) for v, what in ((kernel, "kernel_size"), (stride, "stride"), (pad, "pad"), (dilation, "dilation"))]
+        for what, values in zip(("kernel size", "stride", "pad", "dilation"), two):
+            if min(values) < (0 if what == "pad" else 1):
+                raise ctx.error(f"{what} must be positive, got {list(values)}", "convolution_param")
+        return Im2colParams(*two)  # type: ignore[arg-type]
+
+    def infer(self, p: Im2colParams, shapes: list[Shape]) -> list[Shape]:
+        x = shapes[0]
+        if len(x) != 4:
+            raise ShapeError(f"Im2col is converted for 4-d inputs (N, C, H, W), got {list(x)}")
+        out = [conv_out(size, k, s, q, d) for size, k, s, q, d in zip(x[2:], p.kernel, p.stride, p.pad, p.dilation)]
+        if min(out) <= 0:
+            raise ShapeError(f"the kernel {list(p.kernel)} (dilation {list(p.dilation)}) does not fit the padded input {list(x)}")
+        return [(x[0], x[1] * p.kernel[0] * p.kernel[1], *out)]
+
+    def window(self, p: Im2colParams) -> tuple[tuple[int, int, int], ...]:
+        return tuple((d * (k - 1) + 1, s, 1) for k, s, d in zip(p.kernel, p.stride, p.dilation))
+
+    def lower(self, p: Im2colParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp:
+        out = list(self.infer(p, shapes)[0][2:])
+        return CallOp(caffe_ops.im2col, (In(0), list(p.kernel), list(p.dilation), list(p.pad), list(p.stride), out))

@@ -113,6 +113,65 @@ class SoftmaxWithLoss(_Loss):
 
 
 @dataclass(frozen=True)
+class InfogainParams:
+    loss: LossParams
+    softmax: bool = True
+    """BVLC since 2016 (so Caffe 1.0): softmax along ``axis`` first; False: the input is
+    probabilities, one label per sample (``--semantics InfogainLoss=probabilities``)."""
+    runtime_matrix: bool = False
+
+
+@register
+class InfogainLoss(_Loss):
+    type = "InfogainLoss"
+    bottoms = (2, 3)
+    tops = (1, 2)
+    description = (
+        "-sum_j H[label, j] log p_j with p the softmax along infogain_loss_param.axis, normalised per loss_param; "
+        "H is the third input (or, read by Caffe from infogain_loss_param.source, an extra net input "
+        "'<layer>.infogain'); InfogainLoss=probabilities: the older form on given probabilities, / N"
+    )
+
+    def parse(self, ctx: ParseContext) -> InfogainParams:
+        ip = ctx.param("infogain_loss_param")
+        form = ctx.options.get("InfogainLoss", "softmax")
+        if form not in ("softmax", "probabilities"):
+            raise ctx.error(f"InfogainLoss semantics must be softmax or probabilities, got {form!r}")
+        runtime = ctx.n_bottoms == 2
+        if runtime:
+            if not ip.has("source"):
+                raise ctx.error("with two bottoms the matrix H comes from infogain_loss_param.source, which is missing")
+            ctx.runtime_input("infogain")
+        if form == "probabilities":
+            if ctx.n_tops > 1:
+                raise ctx.error("the probabilities form of InfogainLoss has one top")
+            return InfogainParams(LossParams("BATCH_SIZE"), False, runtime)
+        lp = ctx.param("loss_param")
+        if lp.has("normalize"):
+            raise ctx.error('InfogainLoss refuses the deprecated loss_param.normalize; use "normalization"', "normalize", lp)
+        return InfogainParams(_loss_params(ctx, "VALID", int(ip.get("axis"))), True, runtime)
+
+    def infer(self, p: InfogainParams, shapes: list[Shape]) -> list[Shape]:
+        x, label, h = shapes[0], shapes[1], shapes[2] if len(shapes) > 2 else None
+        if p.softmax:
+            _label_count(x, label, p.loss.axis)
+            classes = x[canonical_axis(p.loss.axis, len(x))]
+        else:
+            if count(label) != x[0]:
+                raise ShapeError(f"{count(label)} labels for {x[0]} samples: one label per sample")
+            classes = count(x, 1)
+        if h is not None and count(h) != classes * classes:
+            raise ShapeError(f"H must be {classes} x {classes}, got shape {list(h)}")
+        return [SCALAR, x]
+
+    def lower(self, p: InfogainParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> Op:
+        axis = canonical_axis(p.loss.axis, len(shapes[0])) if p.softmax else 1
+        ignore = 0 if p.loss.ignore_label is None else p.loss.ignore_label
+        args = (In(0), In(1), In(2), axis, ignore, p.loss.ignore_label is not None, p.loss.normalization, p.softmax)
+        return CallOp(ops_loss.infogain_loss, args, n_out=2)
+
+
+@dataclass(frozen=True)
 class AccuracyParams:
     top_k: int = 1
     axis: int = 1

@@ -169,6 +169,61 @@ def lower_pooling(p: PoolParams, shape: Shape) -> ModuleOp:
     return ModuleOp(caffe_ops.CaffePool2d, (method, kernel, p.stride, p.pad, p.ceil))
 
 
+@dataclass(frozen=True)
+class SPPParams:
+    levels: int
+    method: str = "MAX"
+
+
+@register
+class SPP(LayerSpec):
+    type = "SPP"
+    description = (
+        "spatial pyramid pooling: level i pools the input into 2^i x 2^i bins (kernel ceil(size / bins), "
+        "stride = kernel, padding half the remainder), flattened and concatenated; one level keeps (N, C, 1, 1)"
+    )
+
+    def parse(self, ctx: ParseContext) -> SPPParams:
+        sp = ctx.param("spp_param")
+        levels = int(sp.get("pyramid_height") or 0)
+        if levels < 1:
+            raise ctx.error("pyramid_height must be at least 1", "pyramid_height", sp)
+        method = enum_value(ctx, sp, "pool")
+        if method == "STOCHASTIC":
+            raise ctx.error("STOCHASTIC pooling has no deterministic test-time forward in Caffe's CPU code", "pool", sp)
+        return SPPParams(levels, method)
+
+    def _levels(self, p: SPPParams, shape: Shape) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
+        """(kernel, pad, pooled size) per level, as Caffe computes them for this input."""
+        if len(shape) != 4 or min(shape[2:]) < 1:
+            raise ShapeError(f"SPP needs a 4-d input (N, C, H, W) with H, W > 0, got {list(shape)}")
+        levels = []
+        for i in range(p.levels):
+            bins = 2**i
+            kernel = tuple(-(-size // bins) for size in shape[2:])
+            pad = tuple((k * bins - size + 1) // 2 for k, size in zip(kernel, shape[2:]))
+            if any(q >= k for q, k in zip(pad, kernel)):
+                raise ShapeError(f"pyramid level {i} ({bins} x {bins} bins) needs padding {list(pad)} >= its kernel {list(kernel)}: the input {list(shape[2:])} is too small")
+            out = tuple(caffe_ops.caffe_pool_out(size, k, k, q, True) for size, k, q in zip(shape[2:], kernel, pad))
+            levels.append((kernel, pad, out))
+        return levels  # type: ignore[return-value]
+
+    def infer(self, p: SPPParams, shapes: list[Shape]) -> list[Shape]:
+        n, c = shapes[0][:2]
+        levels = self._levels(p, shapes[0])
+        if p.levels == 1:
+            return [(n, c, *levels[0][2])]
+        return [(n, c * sum(out[0] * out[1] for _, _, out in levels))]
+
+    def lower(self, p: SPPParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
+        method = "max" if p.method == "MAX" else "ave"
+        levels = self._levels(p, shapes[0])
+        if p.levels == 1:
+            kernel, pad, _ = levels[0]
+            return ModuleOp(caffe_ops.CaffePool2d, (method, kernel, kernel, pad))
+        return ModuleOp(caffe_ops.SpatialPyramidPool, (method, [(kernel, pad) for kernel, pad, _ in levels]))
+
+
 def _int_or_pair(values: tuple[int, int]) -> int | tuple[int, int]:
     return values[0] if values[0] == values[1] else values
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import ops_recurrent
-from ..backend.lowering import In, ModuleOp
+from ..backend.lowering import CallOp, In, ModuleOp
 from ..errors import ShapeError
 from ..prototxt.schema import define, extend
 from .common import plain
@@ -186,3 +186,26 @@ class Lstm(LayerSpec):
         names = ("weight_i", "weight_h", "bias")
         flat = not (p.batch_size == 0 and len(shapes[0]) == 3)
         return ModuleOp(ops_recurrent.JunhyukLstm, (size, p.num_output, n if flat else 0), {}, dict(zip(names, blobs)), names)
+
+
+@register
+class LSTMUnit(LayerSpec):
+    type = "LSTMUnit"
+    bottoms = (3, 3)
+    tops = (2, 2)
+    in_place_ok = False
+    description = "one LSTM step: c_prev (1, N, H), gates x (1, N, 4H) in order i, f, o, g, cont (1, N) -> c, h"
+
+    def infer(self, p: object, shapes: list[Shape]) -> list[Shape]:
+        c_prev, x, cont = shapes
+        if len(c_prev) != 3 or c_prev[0] != 1:
+            raise ShapeError(f"c_prev must be (1, N, H), got {list(c_prev)}")
+        n, h = c_prev[1], c_prev[2]
+        if x != (1, n, 4 * h):
+            raise ShapeError(f"the gate input must be (1, {n}, {4 * h}), got {list(x)}")
+        if cont != (1, n):
+            raise ShapeError(f"cont must be (1, {n}), got {list(cont)}")
+        return [c_prev, c_prev]
+
+    def lower(self, p: object, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp:
+        return CallOp(ops_recurrent.lstm_unit, (In(0), In(1), In(2)), n_out=2)

@@ -469,3 +469,34 @@ class Parameter(LayerSpec):
 
     def lower(self, p: ParameterParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         return ModuleOp(caffe_ops.ParameterBlob, (list(p.shape),), {}, {"weight": blobs[0]}, ("weight",))
+
+
+@register
+class BatchReindex(LayerSpec):
+    type = "BatchReindex"
+    bottoms = (2, 2)
+    in_place_ok = False
+    description = "rows of input 0 picked by the indices in input 1 (1-d): (len(indices), ...)"
+
+    def infer(self, p: object, shapes: list[Shape]) -> list[Shape]:
+        data, index = shapes
+        if len(index) != 1:
+            raise ShapeError(f"the indices must be 1-d, got shape {list(index)}")
+        return [(index[0], *data[1:])]
+
+    def lower(self, p: object, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp:
+        return CallOp(caffe_ops.batch_reindex, (In(0), In(1)))
+
+
+@register
+class Filter(LayerSpec):
+    type = "Filter"
+    bottoms = (2, None)
+    tops = (1, None)
+    description = "not convertible: keeps the rows whose selector is non-zero, so its output size depends on the data"
+
+    def parse(self, ctx: ParseContext) -> NoParams:
+        raise ctx.unsupported(
+            "Filter keeps the samples whose selector (the last bottom) is non-zero: its output batch size depends on "
+            "the data, which a converted net with fixed shapes cannot express; select the rows in your own code"
+        )
