@@ -2,16 +2,16 @@
 
 A loss layer's top is the loss value itself, before any ``loss_weight`` (which only
 scales gradients and the solver's reported total).  Labels arrive as floats and are
-truncated to integers, as Caffe's ``static_cast<int>`` does.
+truncated to integers, as Caffe's ``static_cast<int>`` does.  Probabilities are floored
+before the log at FLT_MIN (1.1754943508222875e-38, SoftmaxWithLoss) or at Caffe's
+kLOG_THRESHOLD (1e-20, the losses on given probabilities), written out as literals so
+the copied functions compile with TorchScript.
 """
 
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
-
-FLT_MIN = 1.1754943508222875e-38
-LOG_THRESHOLD = 1e-20
 
 
 def loss_normalizer(mode: str, outer: int, inner: int, valid: Tensor, fixed: float = 1.0) -> Tensor:
@@ -51,7 +51,7 @@ def softmax_with_loss(
     valid = labels != ignore_label if has_ignore else torch.ones_like(labels, dtype=torch.bool)
     safe = torch.where(valid, labels, 0)
     picked = prob.reshape(outer, channels, inner).gather(1, safe.unsqueeze(1)).squeeze(1)
-    nll = -torch.log(torch.clamp(picked, min=FLT_MIN))
+    nll = -torch.log(torch.clamp(picked, min=1.1754943508222875e-38))
     if len(class_weights) > 0:
         nll = nll * torch.tensor(class_weights, dtype=x.dtype, device=x.device)[safe]
     loss = torch.where(valid, nll, torch.zeros_like(nll)).sum()
@@ -73,7 +73,7 @@ def infogain_loss(
     labels = label.reshape(outer, inner).to(torch.int64)
     valid = labels != ignore_label if has_ignore else torch.ones_like(labels, dtype=torch.bool)
     rows = h.reshape(channels, channels)[torch.where(valid, labels, 0)]
-    log_p = torch.log(torch.clamp(prob.reshape(outer, channels, inner), min=LOG_THRESHOLD)).transpose(1, 2)
+    log_p = torch.log(torch.clamp(prob.reshape(outer, channels, inner), min=1e-20)).transpose(1, 2)
     terms = -(rows * log_p).sum(2)
     loss = torch.where(valid, terms, torch.zeros_like(terms)).sum()
     return loss / loss_normalizer(normalization, outer, inner, valid), prob
@@ -153,7 +153,7 @@ def multinomial_logistic_loss(prob: Tensor, label: Tensor) -> Tensor:
     """-log of the labelled class's probability (floored at 1e-20), averaged over N."""
     n = prob.shape[0]
     picked = prob.reshape(n, -1).gather(1, label.reshape(n, 1).to(torch.int64))
-    return -torch.log(torch.clamp(picked, min=LOG_THRESHOLD)).sum() / n
+    return -torch.log(torch.clamp(picked, min=1e-20)).sum() / n
 
 
 class CenterLoss(nn.Module):
@@ -255,7 +255,7 @@ class MarginInnerProduct(nn.Module):
 
 def label_specific_add(x: Tensor, label: Tensor, bias: float, active: bool) -> Tuple[Tensor, Tensor]:
     """AM-Softmax's LabelSpecificAdd: adds ``bias`` to each sample's labelled logit when it
-    exceeds -bias (training only; the identity at test time); second top: the bias used."""
+    exceeds -bias, when ``active`` (training, or transform_test); second top: the bias used (0 when inactive)."""
     used = torch.full([1], bias if active else 0.0, dtype=x.dtype, device=x.device)
     if not active:
         return x, used
@@ -273,7 +273,7 @@ def softmax_with_loss_ohem(x: Tensor, label: Tensor, ignore_label: int, has_igno
     labels = label.reshape(outer, inner).to(torch.int64)
     valid = labels != ignore_label if has_ignore else torch.ones_like(labels, dtype=torch.bool)
     picked = prob.reshape(outer, channels, inner).gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
-    per_instance = torch.where(valid, -torch.log(torch.clamp(picked, min=FLT_MIN)), torch.zeros_like(picked))
+    per_instance = torch.where(valid, -torch.log(torch.clamp(picked, min=1.1754943508222875e-38)), torch.zeros_like(picked))
     loss = per_instance.sum() / loss_normalizer(normalization, outer, inner, valid, fixed)
     return loss, prob, per_instance.reshape(label.shape)
 

@@ -41,10 +41,17 @@ class PointwiseSpatialAttention(nn.Module):
         return torch.bmm(x.reshape(n, c, h * w), weights).reshape(n, c, h, w) / self.norm
 
 
+def _pixels(image: Tensor, row: Tensor, col: Tensor) -> Tensor:
+    """``image[n, :, row[n, y, x], col[n, y, x]]`` for every (n, y, x)."""
+    n, c, h, w = image.shape[0], image.shape[1], image.shape[2], image.shape[3]
+    index = (row * w + col).reshape(n, 1, h * w).expand(n, c, h * w)
+    return torch.gather(image.reshape(n, c, h * w), 2, index).reshape(n, c, h, w)
+
+
 def flow_warp(image: Tensor, flow: Tensor, fill: float) -> Tensor:
     """FlowNet2's FlowWarp: output (x, y) samples the image bilinearly at (x + u, y + v);
     samples outside the image are ``fill``."""
-    n, c, h, w = image.shape[0], image.shape[1], image.shape[2], image.shape[3]
+    h, w = image.shape[2], image.shape[3]
     x2 = torch.arange(w, dtype=torch.float32, device=image.device)[None, None, :] + flow[:, 0].to(torch.float32)
     y2 = torch.arange(h, dtype=torch.float32, device=image.device)[None, :, None] + flow[:, 1].to(torch.float32)
     inside = (x2 >= 0) & (y2 >= 0) & (x2 < w) & (y2 < h)
@@ -54,14 +61,8 @@ def flow_warp(image: Tensor, flow: Tensor, fill: float) -> Tensor:
     bottom = torch.clamp(top + 1, max=h - 1)
     alpha = (x2 - left.to(torch.float32)).unsqueeze(1)
     beta = (y2 - top.to(torch.float32)).unsqueeze(1)
-    flat = image.reshape(n, c, h * w)
-
-    def pick(row: Tensor, col: Tensor) -> Tensor:
-        index = (row * w + col).reshape(n, 1, h * w).expand(n, c, h * w)
-        return torch.gather(flat, 2, index).reshape(n, c, h, w)
-
-    out = (1 - alpha) * (1 - beta) * pick(top, left) + alpha * (1 - beta) * pick(top, right)
-    out = out + (1 - alpha) * beta * pick(bottom, left) + alpha * beta * pick(bottom, right)
+    out = (1 - alpha) * (1 - beta) * _pixels(image, top, left) + alpha * (1 - beta) * _pixels(image, top, right)
+    out = out + (1 - alpha) * beta * _pixels(image, bottom, left) + alpha * beta * _pixels(image, bottom, right)
     return torch.where(inside.unsqueeze(1), out, torch.full_like(out, fill))
 
 

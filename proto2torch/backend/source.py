@@ -52,16 +52,6 @@ def _module_helpers(module: types.ModuleType) -> list[Any]:
 _BUILTIN_HELPERS = [h for m in _BUILTIN_HELPER_MODULES for h in _module_helpers(m)]
 
 
-def _constants(helpers: list[Any], text: str) -> list[str]:
-    """``NAME = value`` lines for the numeric module constants (upper-case names) the helpers use."""
-    found: dict[str, str] = {}
-    for helper in helpers:
-        for name, value in vars(sys.modules[helper.__module__]).items():
-            if name.isupper() and type(value) in (int, float) and re.search(rf"\b{name}\b", text):
-                found.setdefault(name, f"{name} = {value!r}")
-    return [*found.values(), ""] if found else []
-
-
 def _helper_key(obj: Any) -> tuple[int, str, int]:
     """Order of helpers in a generated file: built-in modules first, each in source order."""
     module = sys.modules[obj.__module__]
@@ -242,8 +232,7 @@ class _Emitter:
         lines += ["", "import torch"] + (["import torch.nn.functional as F"] if re.search(r"\bF\.", code) else [])
         lines += ["from torch import Tensor, nn", ""]
         if helper_src:
-            lines += ["", "# Caffe's arithmetic where torch.nn has no exact equivalent.", ""]
-            lines += [*_constants(helpers, helper_src), helper_src, ""]
+            lines += ["", "# Caffe's arithmetic where torch.nn has no exact equivalent.", "", helper_src, ""]
         lines += ["", f"class {self.class_name}(nn.Module):", "    def __init__(self) -> None:", "        super().__init__()"]
         lines += [f"        {line}" for line in self.init]
         lines += ["", f"    def forward(self, {params}) -> {returns}:"]

@@ -108,7 +108,10 @@ class LabelSpecificAdd(LayerSpec):
     type = "LabelSpecificAdd"
     bottoms = (2, 2)
     tops = (1, 2)
-    semantics = "AM-Softmax (happynear/AMSoftmax): adds a (negative) margin to the labelled logit in training; identity at test"
+    semantics = (
+        "AM-Softmax (happynear/AMSoftmax): adds a (negative) margin to the labelled logit in training "
+        "(and at test time with transform_test); otherwise the identity"
+    )
 
     def parse(self, ctx: ParseContext) -> LabelSpecificAddParams:
         lp = ctx.param("label_specific_add_param")
@@ -121,7 +124,7 @@ class LabelSpecificAdd(LayerSpec):
             bias = min(max(bias, float(plain(ctx, lp, "bias_min"))), float(plain(ctx, lp, "bias_max")))
             if train and gamma:
                 ctx.note(f"the margin anneals with Caffe's iteration counter; the first forward pass's value ({bias:g}) is used")
-        return LabelSpecificAddParams(bias, train)
+        return LabelSpecificAddParams(bias, train or bool(lp.get("transform_test")))
 
     def infer(self, p: LabelSpecificAddParams, shapes: list[Shape]) -> list[Shape]:
         x, label = shapes

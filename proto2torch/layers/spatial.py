@@ -12,7 +12,6 @@ import numpy as np
 from ..backend import ops_spatial
 from ..backend.lowering import CallOp, In, ModuleOp, Op
 from ..errors import ShapeError
-from ..prototxt.message import Ident
 from ..prototxt.schema import define, extend
 from .common import enum_value, plain
 from .registry import LayerSpec, ParseContext, Shape, register
@@ -136,7 +135,7 @@ class ColorConv(LayerSpec):
         if not cp.has(name):
             raise ctx.error(f"color_conv_param.{name} is required", "color_conv_param")
         value = cp.get(name)
-        if isinstance(value, Ident) and str(value) in _NAMES:
+        if isinstance(value, str) and str(value) in _NAMES:  # a bare name (an Ident, or a Template in this int field)
             return str(value)
         if isinstance(value, int) and value in _SPACES:
             return _SPACES[value]

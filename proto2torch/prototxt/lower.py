@@ -221,6 +221,10 @@ class _Builder:
 
 def _runtime_input_node(layer: Msg, layer_name: str, name: str, values: dict[str, Value], latest: dict[str, str]) -> Node:
     blob = f"{layer_name}.{name}"
+    if blob in latest:
+        raise LayerParamError(
+            f"the extra input '{blob}' (the data this layer reads from a file) has the name of a blob the net already has", layer.span(), layer_name
+        )
     value_id = _fresh_id(blob, values)
     values[value_id] = Value(value_id, blob)
     latest[blob] = value_id
