@@ -48,11 +48,26 @@ def _net_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--format", choices=("prototxt", "dsl"), default=None, help="input format (default: by file suffix)")
     p.add_argument("--dialect", default=None, help="caffe-tensorflow DSL dialect (ethereon, drsleep, pspnet, icnet)")
+    _plugin_option(p)
+
+
+def _plugin_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--plugin", action="append", default=[], metavar="FILE.py|MODULE", help="load layer specs of your own (see 'Adding a layer'; repeatable)"
+    )
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    from .layers.registry import load_plugin
+
+    for plugin in getattr(args, "plugin", []):
+        load_plugin(plugin)
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202
     from .api import load_net
 
+    _load_plugins(args)
     kwargs: dict[str, object] = {}
     path = Path(args.net)
     is_dsl = args.format == "dsl" or (args.format is None and path.suffix == ".py")
@@ -219,6 +234,18 @@ def cmd_case(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_layers(args: argparse.Namespace) -> int:
+    from .coverage import layer_rows
+
+    _load_plugins(args)
+    rows = layer_rows()
+    width = max(len(name) for name, _, _ in rows)
+    for name, aliases, semantics in rows:
+        also = f" (also {aliases})" if aliases else ""
+        print(f"{name:{width}s}  {semantics}{also}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proto2torch", description="Caffe / caffe-tensorflow networks to PyTorch, verified blob by blob.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -264,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     _net_options(p)
     p.add_argument("-o", "--output", required=True, help="net.dot, net.svg or net.png")
     p.set_defaults(func=cmd_draw)
+
+    p = sub.add_parser("layers", help="the supported layer types (with your plugins') and whose semantics each follows")
+    _plugin_option(p)
+    p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("case", help="materialise a conformance case: weights.caffemodel + reference.npz")
     p.add_argument("case", help="case folder (net.prototxt, recipe.json, expected.npz, meta.json)")

@@ -19,22 +19,27 @@ from .layers.registry import LayerSpec, registered, registered_python
 
 def _semantics(spec: LayerSpec) -> str:
     text = spec.description or spec.semantics
-    return re.sub(r"\s+", " ", text).replace("|", "\\|")
+    return re.sub(r"\s+", " ", text)
 
 
-def layer_table() -> str:
-    """Markdown table of every registered layer type (and Python-layer converter)."""
-    rows = ["| Caffe type | also accepted as | semantics |", "| --- | --- | --- |"]
+def layer_rows() -> list[tuple[str, str, str]]:
+    """(type, aliases, semantics) of every registered layer type, then the Python-layer converters."""
+    rows = []
     seen: set[int] = set()
     for name, spec in sorted(registered().items(), key=lambda kv: kv[0].lower()):
         if id(spec) in seen or name != spec.type:
             continue
         seen.add(id(spec))
-        aliases = ", ".join(spec.aliases)
-        rows.append(f"| {spec.type} | {aliases} | {_semantics(spec)} |")
-    for key, spec in sorted(registered_python().items()):
-        rows.append(f"| Python `{key}` | | {_semantics(spec)} |")
-    return "\n".join(rows)
+        rows.append((spec.type, ", ".join(spec.aliases), _semantics(spec)))
+    rows += [(f"Python `{key}`", "", _semantics(spec)) for key, spec in sorted(registered_python().items())]
+    return rows
+
+
+def layer_table() -> str:
+    """Markdown table of every registered layer type (and Python-layer converter)."""
+    lines = ["| Caffe type | also accepted as | semantics |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {aliases} | {semantics.replace('|', chr(92) + '|')} |" for name, aliases, semantics in layer_rows()]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

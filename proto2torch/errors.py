@@ -141,6 +141,10 @@ class PassError(Proto2TorchError, ValueError):
     """A surgery pass could not be applied."""
 
 
+class PluginError(Proto2TorchError, ImportError):
+    """A plugin module (user layer specs) could not be loaded."""
+
+
 class LimitError(Proto2TorchError, ValueError):
     """Input exceeds one of the safety limits (size, nesting depth, element count)."""
 

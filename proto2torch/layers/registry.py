@@ -176,6 +176,40 @@ def register_layer(cls: type[LayerSpec], *, replace: bool = False) -> type[Layer
     return register(cls)
 
 
+def load_plugin(spec: str) -> object:
+    """Import user code that registers layer specs: a ``.py`` file path or an importable module
+    name.  (This runs that code, deliberately; nets and weights are never executed.)"""
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from ..errors import PluginError
+
+    _ensure_loaded()
+    try:
+        if spec.endswith(".py"):
+            path = Path(spec).resolve()
+            if not path.is_file():
+                raise PluginError(f"plugin file {spec} does not exist")
+            name = f"proto2torch_plugin_{path.stem}"
+            loaded = sys.modules.get(name)
+            if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+                return loaded  # loading a plugin twice registers its layers once
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            if module_spec is None or module_spec.loader is None:
+                raise PluginError(f"cannot load plugin file {spec}")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module  # the source back end copies helpers from registered modules
+            module_spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(spec)
+    except PluginError:
+        raise
+    except Exception as exc:  # the plugin's own error, reported as ours with its cause
+        raise PluginError(f"plugin {spec} failed to load: {type(exc).__name__}: {exc}") from exc
+
+
 def lookup(type_name: str) -> LayerSpec | None:
     _ensure_loaded()
     return _REGISTRY.get(type_name)
