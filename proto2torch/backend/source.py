@@ -133,6 +133,8 @@ class _Emitter:
         self.class_name = class_name
         self.init: list[str] = []
         self.body: list[str] = []
+        self.uses: list[tuple[list[str], list[str]]] = []
+        """Per body line: the variables it reads and those it assigns."""
 
     def var(self, value_id: str) -> str:
         return self.names.variables[value_id]
@@ -148,6 +150,10 @@ class _Emitter:
                 out.append(_literal(item))
         return out
 
+    def line(self, text: str, reads: list[str], writes: list[str]) -> None:
+        self.body.append(text)
+        self.uses.append((reads, [w for w in writes if w != "_"]))
+
     def emit(self) -> str:
         shared: dict[tuple[str, int], str] = {}
         for index, node in enumerate(self.net.nodes):
@@ -162,9 +168,9 @@ class _Emitter:
             if isinstance(op, AliasOp):
                 for out, src in zip(outputs, op.sources):
                     if out != inputs[src]:
-                        self.body.append(f"{out} = {inputs[src]}")
+                        self.line(f"{out} = {inputs[src]}", [inputs[src]], [out])
                 if not outputs:
-                    self.body.append(f"# {node.name} ({node.type}): consumes {', '.join(inputs)}")
+                    self.line(f"# {node.name} ({node.type}): consumes {', '.join(inputs)}", inputs, [])
                 continue
             if isinstance(op, ModuleOp):
                 attr = self.names.modules[index]
@@ -180,16 +186,42 @@ class _Emitter:
                     else:
                         shared[(name, i)] = f"self.{attr}.{param}"
                 call_args = inputs if op.call is None else self.args(op.call, inputs)
-                self.body.append(f"{target} = self.{attr}({', '.join(call_args)})")
+                self.line(f"{target} = self.{attr}({', '.join(call_args)})", inputs, targets)
                 continue
             assert isinstance(op, CallOp)
             if op.fn in _INFIX:
                 a, b = self.args(op.args, inputs)
-                self.body.append(f"{target} = {a} {_INFIX[op.fn]} {b}")
+                self.line(f"{target} = {a} {_INFIX[op.fn]} {b}", inputs, targets)
                 continue
             args = self.args(op.args, inputs) + [f"{k}={_literal(v)}" for k, v in op.kwargs.items()]
-            self.body.append(f"{target} = {_callable_name(op.fn)}({', '.join(args)})")
+            self.line(f"{target} = {_callable_name(op.fn)}({', '.join(args)})", inputs, targets)
         return self._file()
+
+    def _with_deletes(self, returned: list[str]) -> list[str]:
+        """The body with ``del`` after the last use of each intermediate, so that (as in a
+        hand-written forward or torch.fx's code) memory is reused instead of every blob
+        staying alive until the return; a net's tensors would otherwise all be live at once."""
+        end = len(self.body)
+        next_use: dict[str, int] = {name: end for name in returned}  # returned values live to the end
+        dead_after: list[list[str]] = [[] for _ in self.body]
+        for k in range(len(self.body) - 1, -1, -1):
+            reads, writes = self.uses[k]
+            for name in writes:
+                if name not in next_use or next_use[name] == -1:
+                    dead_after[k].append(name)  # assigned, never read afterwards
+                next_use[name] = -1  # before this line the name holds an older value
+            for name in reads:
+                if next_use.get(name, -1) == -1 and name not in writes:  # (a name read and reassigned here is replaced, not dead)
+                    dead_after[k].append(name)
+                next_use[name] = k
+        arguments = {self.var(v) for v in self.net.inputs}
+        lines = []
+        for text, dead in zip(self.body, dead_after):
+            lines.append(text)
+            dead = sorted(set(dead) - set(returned) - arguments)  # the caller holds the arguments anyway
+            if dead:
+                lines.append(f"del {', '.join(dead)}")
+        return lines
 
     def _use(self, obj: Any) -> None:
         if obj in self.helpers:
@@ -197,6 +229,9 @@ class _Emitter:
         self.helpers.add(obj)
         for other in _dependencies(obj):
             self._use(other)
+
+    def _returned(self) -> list[str]:
+        return [self.var(v) for v in self.net.outputs]
 
     def _signature(self) -> tuple[str, str, str]:
         net = self.net
@@ -236,7 +271,7 @@ class _Emitter:
         lines += ["", f"class {self.class_name}(nn.Module):", "    def __init__(self) -> None:", "        super().__init__()"]
         lines += [f"        {line}" for line in self.init]
         lines += ["", f"    def forward(self, {params}) -> {returns}:"]
-        lines += [f"        {line}" for line in self.body]
+        lines += [f"        {line}" for line in self._with_deletes(self._returned())]
         lines += [f"        {ret}", "", ""]
         lines += [
             f"def build(weights_path: Optional[str] = None) -> {self.class_name}:",
@@ -307,7 +342,8 @@ def load_emitted(net: Net, workdir: str | Path | None = None) -> nn.Module:
 
 
 def run_source_blobs(model: nn.Module, net: Net, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Every blob of the emitted forward: the last value each blob variable held, read from its frame."""
+    """Every blob of the emitted forward: the last value each blob variable held, read from its
+    frame line by line (the forward deletes intermediates after their last use)."""
     names: NameTable = model._p2t_names  # type: ignore[assignment]
     by_var = {names.variables[v]: net.values[v].blob for v in net.values if v in names.variables}
     args = [inputs[net.values[v].blob] for v in net.inputs]
@@ -316,7 +352,7 @@ def run_source_blobs(model: nn.Module, net: Net, inputs: Mapping[str, torch.Tens
 
     def tracer(frame, event, arg):  # noqa: ANN001, ANN202
         if frame.f_code is code:
-            if event == "return":
+            if event in ("line", "return"):
                 captured.update(frame.f_locals)
             return tracer
         return None

@@ -80,9 +80,11 @@ class BnScale(nn.Module):
         sc_alltail = self.sc_alltail(data)
         pick = self.pick(data)
         pick_flat = torch.flatten(pick, 1)
+        del pick
         sc_two = scale_by(data, pick_flat, 0)
         bias_b = self.bias_b(data)
         bias_two = bias_by(data, pick_flat, 0)
+        del pick_flat
         return {'bn': bn, 'bn_eps': bn_eps, 'sc_nobias': sc_nobias, 'sc_axis2': sc_axis2, 'sc_scalar': sc_scalar, 'sc_alltail': sc_alltail, 'sc_two': sc_two, 'bias_b': bias_b, 'bias_two': bias_two}
 
 

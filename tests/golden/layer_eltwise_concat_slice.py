@@ -43,7 +43,9 @@ class EltwiseConcatSlice(nn.Module):
         e_sum = a + b
         e_coeff = eltwise_sum([a, b], [1.0, -0.5])
         e_prod = eltwise_prod([a, b, e_sum])
+        del e_sum
         e_max = eltwise_max([a, b, e_coeff])
+        del e_coeff
         cat_c = torch.cat([a, c, b], dim=1)
         cat_h = torch.cat([a, b], dim=2)
         cat_neg = torch.cat([a, b], dim=3)
@@ -54,7 +56,9 @@ class EltwiseConcatSlice(nn.Module):
         c1 = c
         c2 = c
         c_twice = eltwise_sum([c1, c2], [2.0, 1.0])
+        del c1, c2
         # silence (Silence): consumes sw_1
+        del sw_1
         return {'e_prod': e_prod, 'e_max': e_max, 'cat_c': cat_c, 'cat_h': cat_h, 'cat_neg': cat_neg, 'cat_legacy': cat_legacy, 'sl_2': sl_2, 'sl_1': sl_1, 'sl_0': sl_0, 'sq_2': sq_2, 'sq_1': sq_1, 'sq_0': sq_0, 'sw_0': sw_0, 'c_twice': c_twice}
 
 

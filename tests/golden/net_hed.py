@@ -74,55 +74,84 @@ class FCN(nn.Module):
         conv1_1 = self.conv1_1(data)
         conv1_1 = self.relu1_1(conv1_1)
         conv1_2 = self.conv1_2(conv1_1)
+        del conv1_1
         conv1_2 = self.relu1_2(conv1_2)
         pool1 = self.pool1(conv1_2)
         conv2_1 = self.conv2_1(pool1)
+        del pool1
         conv2_1 = self.relu2_1(conv2_1)
         conv2_2 = self.conv2_2(conv2_1)
+        del conv2_1
         conv2_2 = self.relu2_2(conv2_2)
         pool2 = self.pool2(conv2_2)
         conv3_1 = self.conv3_1(pool2)
+        del pool2
         conv3_1 = self.relu3_1(conv3_1)
         conv3_2 = self.conv3_2(conv3_1)
+        del conv3_1
         conv3_2 = self.relu3_2(conv3_2)
         conv3_3 = self.conv3_3(conv3_2)
+        del conv3_2
         conv3_3 = self.relu3_3(conv3_3)
         pool3 = self.pool3(conv3_3)
         conv4_1 = self.conv4_1(pool3)
+        del pool3
         conv4_1 = self.relu4_1(conv4_1)
         conv4_2 = self.conv4_2(conv4_1)
+        del conv4_1
         conv4_2 = self.relu4_2(conv4_2)
         conv4_3 = self.conv4_3(conv4_2)
+        del conv4_2
         conv4_3 = self.relu4_3(conv4_3)
         pool4 = self.pool4(conv4_3)
         conv5_1 = self.conv5_1(pool4)
+        del pool4
         conv5_1 = self.relu5_1(conv5_1)
         conv5_2 = self.conv5_2(conv5_1)
+        del conv5_1
         conv5_2 = self.relu5_2(conv5_2)
         conv5_3 = self.conv5_3(conv5_2)
+        del conv5_2
         conv5_3 = self.relu5_3(conv5_3)
         score_dsn1_up = self.score_dsn1(conv1_2)
+        del conv1_2
         upscore_dsn1 = crop_like(score_dsn1_up, data, 2, [0, 0])
+        del score_dsn1_up
         sigmoid_dsn1 = self.sigmoid_dsn1(upscore_dsn1)
         score_dsn2 = self.score_dsn2(conv2_2)
+        del conv2_2
         score_dsn2_up = self.upsample_2(score_dsn2)
+        del score_dsn2
         upscore_dsn2 = crop_like(score_dsn2_up, data, 2, [0, 0])
+        del score_dsn2_up
         sigmoid_dsn2 = self.sigmoid_dsn2(upscore_dsn2)
         score_dsn3 = self.score_dsn3(conv3_3)
+        del conv3_3
         score_dsn3_up = self.upsample_4(score_dsn3)
+        del score_dsn3
         upscore_dsn3 = crop_like(score_dsn3_up, data, 2, [0, 0])
+        del score_dsn3_up
         sigmoid_dsn3 = self.sigmoid_dsn3(upscore_dsn3)
         score_dsn4 = self.score_dsn4(conv4_3)
+        del conv4_3
         score_dsn4_up = self.upsample_8(score_dsn4)
+        del score_dsn4
         upscore_dsn4 = crop_like(score_dsn4_up, data, 2, [0, 0])
+        del score_dsn4_up
         sigmoid_dsn4 = self.sigmoid_dsn4(upscore_dsn4)
         score_dsn5 = self.score_dsn5(conv5_3)
+        del conv5_3
         score_dsn5_up = self.upsample_16(score_dsn5)
+        del score_dsn5
         upscore_dsn5 = crop_like(score_dsn5_up, data, 2, [0, 0])
+        del score_dsn5_up
         sigmoid_dsn5 = self.sigmoid_dsn5(upscore_dsn5)
         concat_upscore = torch.cat([upscore_dsn1, upscore_dsn2, upscore_dsn3, upscore_dsn4, upscore_dsn5], dim=1)
+        del upscore_dsn1, upscore_dsn2, upscore_dsn3, upscore_dsn4, upscore_dsn5
         upscore_fuse = self.new_score_weighting(concat_upscore)
+        del concat_upscore
         sigmoid_fuse = self.sigmoid_fuse(upscore_fuse)
+        del upscore_fuse
         return {'sigmoid-dsn1': sigmoid_dsn1, 'sigmoid-dsn2': sigmoid_dsn2, 'sigmoid-dsn3': sigmoid_dsn3, 'sigmoid-dsn4': sigmoid_dsn4, 'sigmoid-dsn5': sigmoid_dsn5, 'sigmoid-fuse': sigmoid_fuse}
 
 

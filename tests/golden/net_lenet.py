@@ -40,12 +40,18 @@ class LeNet(nn.Module):
     def forward(self, data: Tensor) -> Tensor:
         conv1 = self.conv1(data)
         pool1 = self.pool1(conv1)
+        del conv1
         conv2 = self.conv2(pool1)
+        del pool1
         pool2 = self.pool2(conv2)
+        del conv2
         ip1 = self.ip1(pool2)
+        del pool2
         ip1 = self.relu1(ip1)
         ip2 = self.ip2(ip1)
+        del ip1
         prob = self.prob(ip2)
+        del ip2
         return prob
 
 

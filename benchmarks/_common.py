@@ -1,0 +1,98 @@
+"""Shared pieces of the benchmarks: model files made from the repository's own data,
+median timings, and peak memory measured in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CASES = ROOT / "tests" / "data" / "conformance"
+CORPUS = ROOT / "tests" / "data" / "corpus" / "prototxt"
+RESNET152 = CORPUS / "KaimingHe__deep-residual-networks" / "prototxt" / "ResNet-152-deploy.prototxt"
+WORK = Path(os.environ.get("PROTO2TORCH_BENCH_DIR", Path(tempfile.gettempdir()) / "proto2torch-bench"))
+
+
+def median_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def model(name: str) -> tuple[Path, Path]:
+    """(prototxt, caffemodel) of a benchmark model, written once into ``WORK``.
+
+    ``resnet50`` (V2) and ``vgg16`` (V1, 553 MB) come from the conformance recipes, whose
+    weights regenerate bit-exactly; ``resnet152`` (V2) is the corpus deploy file with
+    weights drawn from its fillers.
+    """
+    from proto2torch.api import load_net, with_weights
+    from proto2torch.caffemodel.writer import write_caffemodel
+    from proto2torch.conformance import Case
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    weights = WORK / f"{name}.caffemodel"
+    if name == "resnet152":
+        prototxt = RESNET152
+        if not weights.exists():
+            net = with_weights(load_net(prototxt), None)
+            write_caffemodel(weights, ((n.name, n.type, n.blobs) for n in net.nodes if n.blobs), net_name=net.name)
+        return prototxt, weights
+    case = Case.load(CASES / {"resnet50": "net_resnet50", "vgg16": "net_vgg16_v1"}[name])
+    if not weights.exists():
+        case.write_caffemodel(weights)
+    return case.prototxt, weights
+
+
+def fresh_process(code: str) -> dict[str, float]:
+    """Run ``code`` in a fresh interpreter (after the imports) and report its wall time in
+    seconds and its memory in MiB: ``baseline`` once the imports are done, ``peak`` the
+    high-water mark of resident memory.  ``code`` must keep what it builds alive."""
+    script = f"""
+import gc, json, resource, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import numpy, torch, proto2torch
+from proto2torch.prototxt.protobuf import caffe_pb2
+caffe_pb2()
+torch.set_num_threads(2)
+def rss():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+gc.collect()
+baseline = rss()
+start = time.perf_counter()
+{code}
+seconds = time.perf_counter() - start
+# VmHWM is this address space's high-water mark (ru_maxrss would carry the parent's over exec)
+with open('/proc/self/status') as f:
+    peak = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:')) / 1024
+print(json.dumps({{"seconds": seconds, "baseline": baseline, "peak": peak}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fresh_runs(code: str, repeat: int = 5) -> tuple[float, float]:
+    """(median seconds, largest peak growth in MiB) over ``repeat`` fresh processes."""
+    runs = [fresh_process(code) for _ in range(repeat)]
+    return statistics.median(r["seconds"] for r in runs), max(r["peak"] - r["baseline"] for r in runs)
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)

@@ -1,0 +1,176 @@
+"""Forward speed of a converted ResNet-50 against a hand-written PyTorch ResNet-50.
+
+    python benchmarks/forward.py [--threads 2] [--repeat 20]
+
+The converted net is the conformance case's ResNet-50 (Kaiming He's deploy file) with its
+recipe weights, at 1x3x224x224.  Baseline: a hand-written eager PyTorch ResNet-50 with the
+same layers (convolutions, batch norm with its scale, ReLU, pooling, fc, softmax).
+Compared: the live torch.fx module, the emitted standalone source, both after the
+``fold-bn`` pass and in channels_last memory format, and that frozen and optimised by
+TorchScript; OpenCV's dnn module and Caffe itself
+when they are installed (``opencv-python-headless`` 4.x; pycaffe on PYTHONPATH or in
+``CAFFE_PY``).  Medians of ``--repeat`` forwards after warm-up, on ``--threads`` threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from _common import median_seconds, model, table
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, cin: int, mid: int, cout: int, stride: int):
+        super().__init__()
+        self.conv_a = nn.Conv2d(cin, mid, 1, stride, bias=False)
+        self.bn_a = nn.BatchNorm2d(mid)
+        self.conv_b = nn.Conv2d(mid, mid, 3, 1, 1, bias=False)
+        self.bn_b = nn.BatchNorm2d(mid)
+        self.conv_c = nn.Conv2d(mid, cout, 1, bias=False)
+        self.bn_c = nn.BatchNorm2d(cout)
+        self.project = cin != cout or stride != 1
+        if self.project:
+            self.conv_p = nn.Conv2d(cin, cout, 1, stride, bias=False)
+            self.bn_p = nn.BatchNorm2d(cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.bn_a(self.conv_a(x)))
+        y = F.relu(self.bn_b(self.conv_b(y)))
+        y = self.bn_c(self.conv_c(y))
+        shortcut = self.bn_p(self.conv_p(x)) if self.project else x
+        return F.relu(y + shortcut)
+
+
+class HandWrittenResNet50(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        blocks, cin = [], 64
+        for mid, count, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            for i in range(count):
+                blocks.append(Bottleneck(cin, mid, 4 * mid, stride if i == 0 else 1))
+                cin = 4 * mid
+        self.blocks = nn.Sequential(*blocks)
+        self.pool5 = nn.AvgPool2d(7, 1)
+        self.fc = nn.Linear(2048, 1000)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool1(F.relu(self.bn1(self.conv1(x))))
+        x = self.pool5(self.blocks(x))
+        return torch.softmax(self.fc(x.flatten(1)), 1)
+
+
+def opencv_seconds(prototxt: Path, weights: Path, x: np.ndarray, threads: int, repeat: int) -> float | None:
+    try:
+        import cv2
+    except ImportError:
+        return None
+    cv2.setNumThreads(threads)
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
+
+    def run() -> None:
+        net.setInput(x)
+        net.forward()
+
+    return median_seconds(run, repeat=repeat, warmup=3)
+
+
+CAFFE_RUN = """
+import json, sys, time, statistics
+import numpy as np
+import caffe
+caffe.set_mode_cpu()
+net = caffe.Net(sys.argv[1], sys.argv[2], caffe.TEST)
+net.blobs["data"].data[...] = np.load(sys.argv[3])
+times = []
+for i in range(int(sys.argv[4]) + 3):
+    start = time.perf_counter(); net.forward(); times.append(time.perf_counter() - start)
+print(json.dumps(statistics.median(times[3:])))
+"""
+
+
+def caffe_seconds(prototxt: Path, weights: Path, x: np.ndarray, threads: int, repeat: int) -> float | None:
+    """Caffe in a subprocess (its BLAS reads the thread count from the environment)."""
+    path = os.environ.get("CAFFE_PY", "/tmp/caffe-oracle/src/python")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([path, os.environ.get("PYTHONPATH", "")]), GLOG_minloglevel="2")
+    env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "x.npy", x)
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", CAFFE_RUN, str(prototxt), str(weights), str(Path(tmp) / "x.npy"), str(repeat)],
+                capture_output=True, text=True, env=env, timeout=600,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return None
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from proto2torch.api import load_net, with_weights
+    from proto2torch.backend.live import build_graph_module
+    from proto2torch.backend.source import load_emitted
+    from proto2torch.passes import run_passes
+
+    prototxt, weights = model("resnet50")
+    net = with_weights(load_net(prototxt), weights)
+    folded = run_passes(net, ["fold-bn"]).net
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32))
+    work = Path(tempfile.mkdtemp(prefix="proto2torch-forward-"))
+
+    def frozen(module: nn.Module) -> nn.Module:
+        """Scripted, frozen and optimised for inference by TorchScript (oneDNN fusions), in channels_last."""
+        module = module.eval().to(memory_format=torch.channels_last)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(module)))
+
+    def timed(module: nn.Module, channels_last: bool = False) -> float:
+        module = module.eval()
+        inp = x
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+            inp = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return median_seconds(lambda: module(inp), repeat=args.repeat, warmup=3)
+
+    base = timed(HandWrittenResNet50())
+    results = [
+        ("hand-written PyTorch ResNet-50 (baseline)", base),
+        ("live module", timed(build_graph_module(net))),
+        ("emitted source", timed(load_emitted(net, work / "plain"))),
+        ("live module, fold-bn", timed(build_graph_module(folded))),
+        ("live module, fold-bn, channels_last", timed(build_graph_module(folded), channels_last=True)),
+        ("emitted source, fold-bn, channels_last", timed(load_emitted(folded, work / "folded"), channels_last=True)),
+        ("fold-bn, channels_last, TorchScript optimize_for_inference", timed(frozen(build_graph_module(folded)), channels_last=True)),
+    ]
+    others = [("OpenCV dnn", opencv_seconds(prototxt, weights, x.numpy(), args.threads, args.repeat))]
+    others.append(("Caffe (CPU)", caffe_seconds(prototxt, weights, x.numpy(), args.threads, args.repeat)))
+    rows = [("ResNet-50, 1x3x224x224", "median", "time / baseline")]
+    rows += [(name, f"{t * 1000:.1f} ms", f"{t / base:.3f}") for name, t in results]
+    best = min(t for _, t in results)
+    for name, t in others:
+        rows.append((name, "not installed" if t is None else f"{t * 1000:.1f} ms", "" if t is None else f"{t / base:.3f} (the fastest conversion is {t / best:.2f}x faster)"))
+    print(f"{args.threads} threads, median of {args.repeat} forwards after 3 warm-up runs, torch {torch.__version__}")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
