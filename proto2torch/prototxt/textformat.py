@@ -295,11 +295,31 @@ def parse_text(text: str | bytes, filename: str = "<text>", defines: dict[str, s
     return parse_text_grammar(text, filename, source, defines)
 
 
+_NESTING_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"?|\'(?:[^\'\\\n]|\\.)*\'?|#[^\n]*|[{<\[]|[}>\]]')
+
+
+def _check_nesting(text: str, filename: str) -> None:
+    """Refuse nesting beyond :data:`MAX_DEPTH` before the grammar sees it (its tree is
+    transformed recursively), naming where the limit is crossed."""
+    depth = 0
+    for m in _NESTING_TOKEN.finditer(text):
+        char = m.group()[0]
+        if char in "{<[":
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = text.count("\n", 0, m.start()) + 1
+                column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+                raise LimitError(f"messages nested deeper than {MAX_DEPTH} levels", SourceSpan(filename, line, column, text))
+        elif char in "}>]":
+            depth = max(depth - 1, 0)
+
+
 def parse_text_grammar(
     text: str, filename: str = "<text>", source: Source | None = None, defines: dict[str, str] | None = None
 ) -> Msg:
     """Parse with the Lark grammar alone (the reference parser; slower, precise errors)."""
     source = source or Source(filename, text)
+    _check_nesting(text, filename)
     try:
         tree = _parser().parse(text)
         return _ToMsg(source, defines).transform(tree)
