@@ -113,3 +113,13 @@ def test_fast_path_agrees_with_grammar(path) -> None:
     if fast is None:  # the fast path declined; the grammar alone decides
         return
     assert _flat(fast) == _flat(parse_text_grammar(text, str(path)))
+
+
+@pytest.mark.parametrize(
+    "escaped, value",
+    [(r"\x41\u00e9\101", "Aé" + "A"), (r"\x", r"\x"), (r"\u12", r"\u12"), (r"\U0011FFFF", "\ufffd"), (r"\uD800", "\ufffd"), (r"\q", r"\q")],
+)
+def test_string_escapes_including_incomplete_and_invalid_ones(escaped: str, value: str) -> None:
+    """Found by the fuzzer: an incomplete \\x or \\u escape, or a code point beyond Unicode, is no crash."""
+    assert parse_text(f'a: "{escaped}"').get("a") == value
+    assert parse_text_grammar(f'a: "{escaped}" b {{ }}').get("a") == value

@@ -40,13 +40,15 @@ def _unescape(body: str) -> str:
     for m in _ESCAPE_RE.finditer(body):
         raw += body[pos : m.start()].encode("utf-8")
         code = m.group(1)
-        if code[0] == "x":
+        if code[0] == "x" and len(code) > 1:
             raw.append(int(code[1:], 16))
         elif code[0] in "01234567":
             raw.append(int(code, 8) & 0xFF)
-        elif code[0] in "uU":
-            raw += chr(int(code[1:], 16)).encode("utf-8")
-        else:
+        elif code[0] in "uU" and len(code) > 1:
+            point = int(code[1:], 16)
+            valid = point <= 0x10FFFF and not 0xD800 <= point <= 0xDFFF
+            raw += (chr(point) if valid else "\ufffd").encode("utf-8")
+        else:  # a simple escape; an unknown or incomplete one (\x, \u12) stays as written
             raw += _ESCAPES.get(code, "\\" + code).encode("utf-8")
         pos = m.end()
     raw += body[pos:].encode("utf-8")
