@@ -4,7 +4,8 @@
 
 The converted net is the conformance case's ResNet-50 (Kaiming He's deploy file) with its
 recipe weights, at 1x3x224x224.  Baseline: a hand-written eager PyTorch ResNet-50 with the
-same layers (convolutions, batch norm with its scale, ReLU, pooling, fc, softmax).
+same layers (convolutions, batch norm, its separate scale, ReLU, pooling, fc, softmax); also
+shown: the idiomatic port whose BatchNorm2d carries the scale.
 Compared: the live torch.fx module, the emitted standalone source, both after the
 ``fold-bn`` pass and in channels_last memory format, and that frozen and optimised by
 TorchScript; OpenCV's dnn module and Caffe itself
@@ -30,19 +31,36 @@ from torch import Tensor, nn
 from _common import median_seconds, model, table
 
 
+class BatchNormThenScale(nn.Module):
+    """Caffe's pair as two layers: BatchNorm without affine, then a per-channel Scale with bias."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(x) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def norm(channels: int, separate_scale: bool) -> nn.Module:
+    return BatchNormThenScale(channels) if separate_scale else nn.BatchNorm2d(channels)
+
+
 class Bottleneck(nn.Module):
-    def __init__(self, cin: int, mid: int, cout: int, stride: int):
+    def __init__(self, cin: int, mid: int, cout: int, stride: int, separate_scale: bool):
         super().__init__()
         self.conv_a = nn.Conv2d(cin, mid, 1, stride, bias=False)
-        self.bn_a = nn.BatchNorm2d(mid)
+        self.bn_a = norm(mid, separate_scale)
         self.conv_b = nn.Conv2d(mid, mid, 3, 1, 1, bias=False)
-        self.bn_b = nn.BatchNorm2d(mid)
+        self.bn_b = norm(mid, separate_scale)
         self.conv_c = nn.Conv2d(mid, cout, 1, bias=False)
-        self.bn_c = nn.BatchNorm2d(cout)
+        self.bn_c = norm(cout, separate_scale)
         self.project = cin != cout or stride != 1
         if self.project:
             self.conv_p = nn.Conv2d(cin, cout, 1, stride, bias=False)
-            self.bn_p = nn.BatchNorm2d(cout)
+            self.bn_p = norm(cout, separate_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         y = F.relu(self.bn_a(self.conv_a(x)))
@@ -53,15 +71,18 @@ class Bottleneck(nn.Module):
 
 
 class HandWrittenResNet50(nn.Module):
-    def __init__(self) -> None:
+    """Kaiming He's ResNet-50 written by hand; ``separate_scale``: each batch norm followed by a
+    Scale layer, exactly Caffe's layer list, otherwise the idiomatic affine BatchNorm2d."""
+
+    def __init__(self, separate_scale: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = norm(64, separate_scale)
         self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
         blocks, cin = [], 64
         for mid, count, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
             for i in range(count):
-                blocks.append(Bottleneck(cin, mid, 4 * mid, stride if i == 0 else 1))
+                blocks.append(Bottleneck(cin, mid, 4 * mid, stride if i == 0 else 1, separate_scale))
                 cin = 4 * mid
         self.blocks = nn.Sequential(*blocks)
         self.pool5 = nn.AvgPool2d(7, 1)
@@ -151,9 +172,10 @@ def main() -> None:
         with torch.inference_mode():
             return median_seconds(lambda: module(inp), repeat=args.repeat, warmup=3)
 
-    base = timed(HandWrittenResNet50())
+    base = timed(HandWrittenResNet50(separate_scale=True))
     results = [
-        ("hand-written PyTorch ResNet-50 (baseline)", base),
+        ("hand-written PyTorch ResNet-50, Caffe's layers (baseline)", base),
+        ("hand-written, affine BatchNorm2d (no separate Scale)", timed(HandWrittenResNet50(separate_scale=False))),
         ("live module", timed(build_graph_module(net))),
         ("emitted source", timed(load_emitted(net, work / "plain"))),
         ("live module, fold-bn", timed(build_graph_module(folded))),
