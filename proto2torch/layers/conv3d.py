@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from torch import nn
@@ -138,19 +139,22 @@ class Convolution3D(LayerSpec):
     def window(self, p: Conv3DParams) -> tuple[tuple[int, int, int], ...]:
         return ((p.kernel[1], p.stride[1], 1),) * 2
 
+    module: ClassVar[type[nn.Module]] = nn.Conv3d
+
     def lower(self, p: Conv3DParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         kd, k = p.kernel
         kwargs = {"stride": (p.stride[0], p.stride[1], p.stride[1]), "padding": (p.pad[0], p.pad[1], p.pad[1]), "bias": p.bias}
         state = {"weight": blobs[0]}
         if p.bias:
             state["bias"] = blobs[1].reshape(-1)
-        return ModuleOp(nn.Conv3d, (shapes[0][1], p.num_output, (kd, k, k)), kwargs, state, ("weight", "bias")[: len(blobs)])
+        return ModuleOp(self.module, (shapes[0][1], p.num_output, (kd, k, k)), kwargs, state, ("weight", "bias")[: len(blobs)])
 
 
 @register
 class Deconvolution3D(Convolution3D):
     type = "Deconvolution3D"
     semantics = "C3D (facebook/C3D, v2v): transposed 3-d convolution; weights (in, out, depth, k, k)"
+    module = nn.ConvTranspose3d
 
     def infer(self, p: Conv3DParams, shapes: list[Shape]) -> list[Shape]:
         x = shapes[0]
@@ -171,14 +175,6 @@ class Deconvolution3D(Convolution3D):
 
     def window(self, p: Conv3DParams) -> None:
         return None
-
-    def lower(self, p: Conv3DParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
-        kd, k = p.kernel
-        kwargs = {"stride": (p.stride[0], p.stride[1], p.stride[1]), "padding": (p.pad[0], p.pad[1], p.pad[1]), "bias": p.bias}
-        state = {"weight": blobs[0]}
-        if p.bias:
-            state["bias"] = blobs[1].reshape(-1)
-        return ModuleOp(nn.ConvTranspose3d, (shapes[0][1], p.num_output, (kd, k, k)), kwargs, state, ("weight", "bias")[: len(blobs)])
 
 
 @dataclass(frozen=True)
