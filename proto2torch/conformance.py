@@ -125,9 +125,21 @@ class Case:
         write_caffemodel(path, recipe_layers(self.recipe), net_name=self.recipe.get("net_name", "net"), v1=self.v1)
         return Path(path)
 
-    def write_reference(self, path: str | Path) -> Path:
-        """Expected blobs plus every input as ``input:NAME``: a ready ``--reference`` file."""
+    def reference(self) -> dict[str, np.ndarray]:
+        """Expected blobs plus every net input as ``input:NAME``: the recipe's inputs, and for
+        inputs the recipe does not feed (DummyData tops) the values Caffe's run gave them."""
+        from .prototxt.lower import load_prototxt
+
         arrays = {k: v for k, v in self.expected().items() if not k.startswith("input:")}
-        arrays.update({f"input:{k}": v for k, v in self.inputs().items()})
-        np.savez(path, **arrays)
+        inputs = self.inputs()
+        arrays.update({f"input:{k}": v for k, v in inputs.items()})
+        net = load_prototxt(self.prototxt, inputs={k: v.shape for k, v in inputs.items()}, options=self.semantics)
+        for blob in (net.values[v].blob for v in net.inputs):
+            if f"input:{blob}" not in arrays and blob in arrays:
+                arrays[f"input:{blob}"] = arrays[blob]
+        return arrays
+
+    def write_reference(self, path: str | Path) -> Path:
+        """:meth:`reference` as a ready ``--reference`` file."""
+        np.savez(path, **self.reference())
         return Path(path)

@@ -25,12 +25,8 @@ def corpus_files() -> list[Path]:
 
 
 def case_reference(case: Case) -> dict[str, np.ndarray]:
-    """Expected blobs plus the recipe's inputs as input:NAME."""
-    ref = {k: v for k, v in case.expected().items() if not k.startswith("input:")}
-    ref.update({f"input:{k}": v for k, v in case.inputs().items()})
-    # DummyData tops are net inputs here; Caffe's values for them are in the expected blobs
-    ref.update({f"input:{k}": v for k, v in list(ref.items()) if not k.startswith("input:") and f"input:{k}" not in ref})
-    return ref
+    """Expected blobs plus every net input as input:NAME."""
+    return case.reference()
 
 
 def case_support(case: Case) -> dict[str, np.ndarray]:
