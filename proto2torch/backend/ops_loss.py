@@ -46,16 +46,23 @@ def softmax_with_loss(
     """Softmax along ``axis``, then the mean negative log-probability of the labelled class
     (each term times its class's weight when SegNet's class_weighting is given)."""
     prob = torch.softmax(x, axis)
-    outer, channels, inner = _split(x, axis)
-    labels = label.reshape(outer, inner).to(torch.int64)
-    valid = labels != ignore_label if has_ignore else torch.ones_like(labels, dtype=torch.bool)
-    safe = torch.where(valid, labels, 0)
-    picked = prob.reshape(outer, channels, inner).gather(1, safe.unsqueeze(1)).squeeze(1)
-    nll = -torch.log(torch.clamp(picked, min=1.1754943508222875e-38))
+    outer, _, inner = _split(x, axis)
+    nll, safe, valid = _softmax_nll(prob, label, axis, ignore_label, has_ignore)
     if len(class_weights) > 0:
         nll = nll * torch.tensor(class_weights, dtype=x.dtype, device=x.device)[safe]
     loss = torch.where(valid, nll, torch.zeros_like(nll)).sum()
     return loss / loss_normalizer(normalization, outer, inner, valid, fixed), prob
+
+
+def _softmax_nll(prob: Tensor, label: Tensor, axis: int, ignore_label: int, has_ignore: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """-log p(label) per position (p floored at FLT_MIN), the labels with ignored ones set
+    to 0, and which positions count; all (outer, inner)."""
+    outer, channels, inner = _split(prob, axis)
+    labels = label.reshape(outer, inner).to(torch.int64)
+    valid = labels != ignore_label if has_ignore else torch.ones_like(labels, dtype=torch.bool)
+    safe = torch.where(valid, labels, 0)
+    picked = prob.reshape(outer, channels, inner).gather(1, safe.unsqueeze(1)).squeeze(1)
+    return -torch.log(torch.clamp(picked, min=1.1754943508222875e-38)), safe, valid
 
 
 def infogain_loss(
@@ -269,11 +276,9 @@ def label_specific_add(x: Tensor, label: Tensor, bias: float, active: bool) -> T
 def softmax_with_loss_ohem(x: Tensor, label: Tensor, ignore_label: int, has_ignore: bool, normalization: str, fixed: float) -> Tuple[Tensor, Tensor, Tensor]:
     """R-FCN's SoftmaxWithLossOHEM: SoftmaxWithLoss plus each instance's own loss (0 where ignored)."""
     prob = torch.softmax(x, 1)
-    outer, channels, inner = _split(x, 1)
-    labels = label.reshape(outer, inner).to(torch.int64)
-    valid = labels != ignore_label if has_ignore else torch.ones_like(labels, dtype=torch.bool)
-    picked = prob.reshape(outer, channels, inner).gather(1, torch.where(valid, labels, 0).unsqueeze(1)).squeeze(1)
-    per_instance = torch.where(valid, -torch.log(torch.clamp(picked, min=1.1754943508222875e-38)), torch.zeros_like(picked))
+    outer, _, inner = _split(x, 1)
+    nll, _, valid = _softmax_nll(prob, label, 1, ignore_label, has_ignore)
+    per_instance = torch.where(valid, nll, torch.zeros_like(nll))
     loss = per_instance.sum() / loss_normalizer(normalization, outer, inner, valid, fixed)
     return loss, prob, per_instance.reshape(label.shape)
 
