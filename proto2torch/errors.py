@@ -145,6 +145,10 @@ class PluginError(Proto2TorchError, ImportError):
     """A plugin module (user layer specs) could not be loaded."""
 
 
+class SolverError(Proto2TorchError, ValueError):
+    """A solver file, a solver state or a training setup that Caffe's solver would refuse."""
+
+
 class LimitError(Proto2TorchError, ValueError):
     """Input exceeds one of the safety limits (size, nesting depth, element count)."""
 

@@ -443,6 +443,57 @@ class StoredStatsBN(nn.Module):
         return (x - self.mean.view(shape)) * self.inv_std.view(shape) * self.weight.view(shape) + self.bias.view(shape)
 
 
+class CaffeBatchNorm(nn.Module):
+    """BVLC's BatchNorm with its three blobs as buffers, for training as Caffe trains.
+
+    ``mean`` and ``variance`` are sums weighted by ``factor`` (Caffe's third blob).  With
+    batch statistics each forward normalises by the batch's mean and biased variance and
+    folds them into the blobs: ``factor = maf * factor + 1``, ``mean = maf * mean + m``,
+    ``variance = maf * variance + v * n / (n - 1)`` (n values per channel).  With global
+    statistics it normalises by ``mean / factor`` and ``variance / factor``.
+    ``use_global_stats`` None follows the module's mode (eval: global), as Caffe follows
+    the phase.  ``scale_bias`` (NVIDIA Caffe) adds a learned per-channel scale and bias.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5, moving_average_fraction: float = 0.999, use_global_stats: Optional[bool] = None, scale_bias: bool = False):
+        super().__init__()
+        self.eps = eps
+        self.moving_average_fraction = moving_average_fraction
+        self.use_global_stats = use_global_stats
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("variance", torch.zeros(channels))
+        self.register_buffer("factor", torch.zeros(1))
+        self.scale_bias = scale_bias
+        self.weight = nn.Parameter(torch.ones(channels)) if scale_bias else None
+        self.bias = nn.Parameter(torch.zeros(channels)) if scale_bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        use_global = self.use_global_stats if self.use_global_stats is not None else not self.training
+        if use_global:
+            scale = torch.where(self.factor == 0, torch.zeros_like(self.factor), 1.0 / self.factor)
+            mean = (self.mean * scale).view(shape)
+            var = (self.variance * scale).view(shape)
+            centred = x - mean
+        else:
+            dims = [0] + list(range(2, x.dim()))
+            n = x.numel() // x.shape[1]
+            mean = x.mean(dims, keepdim=True)
+            centred = x - mean
+            var = (centred * centred).mean(dims, keepdim=True)
+            with torch.no_grad():
+                maf = self.moving_average_fraction
+                correction = n / (n - 1) if n > 1 else 1.0
+                self.factor.mul_(maf).add_(1.0)
+                self.mean.mul_(maf).add_(mean.detach().reshape(-1))
+                self.variance.mul_(maf).add_(var.detach().reshape(-1) * correction)
+        y = centred / torch.sqrt(var + self.eps)
+        weight, bias = self.weight, self.bias
+        if weight is not None and bias is not None:
+            y = y * weight.view(shape) + bias.view(shape)
+        return y
+
+
 class BatchStatsBN(nn.Module):
     """A fork BN layer normalising by the batch's own per-channel mean and variance.
 

@@ -27,7 +27,7 @@ from torch import fx, nn
 from ..errors import LayerParamError, Proto2TorchError, ShapeError, UnsupportedLayerError
 from ..ir.graph import Net, Node
 from ..layers.registry import lookup
-from .lowering import AliasOp, In, InList, ModuleOp, Op
+from .lowering import AliasOp, In, InList, ModuleOp, Op, stopped_inputs
 from .names import NameTable, identifier
 
 
@@ -131,6 +131,8 @@ def build_graph_module(net: Net, names: NameTable | None = None) -> fx.GraphModu
             continue
         op = lower_node(net, node)
         inputs = [env[v] for v in node.inputs]
+        for i in stopped_inputs(node):
+            inputs[i] = graph.call_method("detach", (inputs[i],))
         if isinstance(op, AliasOp):
             for out, src in zip(node.outputs, op.sources):
                 env[out] = inputs[src]

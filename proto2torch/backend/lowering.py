@@ -63,3 +63,19 @@ class AliasOp:
 
 
 Op = Union[ModuleOp, CallOp, AliasOp]
+
+
+def stopped_inputs(node: Any) -> frozenset[int]:
+    """Inputs the layer must not back-propagate into: Caffe's ``propagate_down: false``."""
+    if node.msg is None or not node.msg.has("propagate_down"):
+        return frozenset()
+    flags = node.msg.all("propagate_down")
+    if len(flags) != len(node.inputs):
+        from ..errors import LayerParamError
+
+        raise LayerParamError(
+            f"propagate_down is given {len(flags)} times for {len(node.inputs)} bottoms; give it once per bottom or not at all",
+            node.msg.span("propagate_down"),
+            node.name,
+        )
+    return frozenset(i for i, flag in enumerate(flags) if not flag)

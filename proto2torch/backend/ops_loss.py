@@ -142,9 +142,16 @@ def contrastive_loss(a: Tensor, b: Tensor, similar: Tensor, margin: float, legac
     same = similar.reshape(n).to(torch.int64) != 0
     if legacy:
         apart = torch.clamp(margin - d2, min=0.0)
-    else:
-        apart = torch.clamp(margin - torch.sqrt(d2), min=0.0) ** 2
-    return torch.where(same, d2, apart).sum() / n / 2.0
+        return torch.where(same, d2, apart).sum() / n / 2.0
+    dist = torch.sqrt(d2.detach())
+    gap = torch.clamp(margin - dist, min=0.0)
+    loss = torch.where(same, d2.detach(), gap * gap).sum() / n / 2.0
+    # Caffe's backward for a dissimilar pair inside the margin is -(margin - d) / (d + 1e-4) times
+    # (a - b) / N, not the true derivative (which divides by d and is infinite at d = 0): a
+    # surrogate with exactly that gradient and the value zero carries it.
+    slope = torch.where(same, torch.ones_like(d2), -gap / (dist + 1e-4))
+    surrogate = (slope * d2).sum() / n / 2.0
+    return loss + (surrogate - surrogate.detach())
 
 
 def hinge_loss(x: Tensor, label: Tensor, l2: bool) -> Tensor:

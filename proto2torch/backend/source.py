@@ -29,7 +29,7 @@ from torch import nn
 from ..ir.graph import Net
 from . import caffe_ops, ops_detection, ops_loss, ops_recurrent, ops_spatial
 from .live import build_graph_module, check_convertible, lower_node
-from .lowering import AliasOp, CallOp, In, InList, ModuleOp
+from .lowering import AliasOp, CallOp, In, InList, ModuleOp, stopped_inputs
 from .names import NameTable, identifier
 
 _INFIX = {operator.add: "+", operator.mul: "*", operator.sub: "-"}
@@ -160,7 +160,9 @@ class _Emitter:
             if node.is_input:
                 continue
             op = self.ops[index]
-            inputs = [self.var(v) for v in node.inputs]
+            reads = [self.var(v) for v in node.inputs]
+            stopped = stopped_inputs(node)
+            inputs = [f"{name}.detach()" if i in stopped else name for i, name in enumerate(reads)]
             outputs = [self.var(v) for v in node.outputs]
             n_out = 1 if isinstance(op, AliasOp) else op.n_out
             targets = outputs + ["_"] * (n_out - len(outputs)) if n_out > 1 else outputs
@@ -168,9 +170,9 @@ class _Emitter:
             if isinstance(op, AliasOp):
                 for out, src in zip(outputs, op.sources):
                     if out != inputs[src]:
-                        self.line(f"{out} = {inputs[src]}", [inputs[src]], [out])
+                        self.line(f"{out} = {inputs[src]}", [reads[src]], [out])
                 if not outputs:
-                    self.line(f"# {node.name} ({node.type}): consumes {', '.join(inputs)}", inputs, [])
+                    self.line(f"# {node.name} ({node.type}): consumes {', '.join(reads)}", reads, [])
                 continue
             if isinstance(op, ModuleOp):
                 attr = self.names.modules[index]
@@ -186,15 +188,15 @@ class _Emitter:
                     else:
                         shared[(name, i)] = f"self.{attr}.{param}"
                 call_args = inputs if op.call is None else self.args(op.call, inputs)
-                self.line(f"{target} = self.{attr}({', '.join(call_args)})", inputs, targets)
+                self.line(f"{target} = self.{attr}({', '.join(call_args)})", reads, targets)
                 continue
             assert isinstance(op, CallOp)
             if op.fn in _INFIX:
                 a, b = self.args(op.args, inputs)
-                self.line(f"{target} = {a} {_INFIX[op.fn]} {b}", inputs, targets)
+                self.line(f"{target} = {a} {_INFIX[op.fn]} {b}", reads, targets)
                 continue
             args = self.args(op.args, inputs) + [f"{k}={_literal(v)}" for k, v in op.kwargs.items()]
-            self.line(f"{target} = {_callable_name(op.fn)}({', '.join(args)})", inputs, targets)
+            self.line(f"{target} = {_callable_name(op.fn)}({', '.join(args)})", reads, targets)
         return self._file()
 
     def _with_deletes(self, returned: list[str]) -> list[str]:

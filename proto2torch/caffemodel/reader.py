@@ -86,6 +86,47 @@ def read_caffemodel_bytes(data: bytes, name: str = "<bytes>") -> CaffeModel:
     return _WireReader(io.BytesIO(data), len(data), name, None).net()
 
 
+@dataclass
+class SolverStateFile:
+    """A Caffe ``.solverstate``: the iteration reached, its caffemodel, the history blobs, multistep's counter."""
+
+    iteration: int
+    learned_net: str
+    history: list[np.ndarray]
+    current_step: int
+    path: str
+
+
+def _open_binary(path: str | Path, what: str) -> tuple[BinaryIO, int]:
+    try:
+        size = os.path.getsize(path)
+        handle = open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise WeightError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if size > MAX_FILE_BYTES:
+        handle.close()
+        raise WeightError(f"{path}: {size} bytes is over Caffe's 2 GB limit for protobuf files")
+    return handle, size
+
+
+def read_solverstate(path: str | Path) -> SolverStateFile:
+    handle, size = _open_binary(path, "solver state")
+    with handle:
+        return _WireReader(handle, size, str(path), None).solver_state()
+
+
+def read_blobproto(path: str | Path) -> np.ndarray:
+    """The one BlobProto of a ``.binaryproto`` file (a mean file), in its declared shape."""
+    handle, size = _open_binary(path, "blob file")
+    with handle:
+        reader = _WireReader(handle, size, str(path), None)
+        if size == 0:
+            raise reader.fail("the file is empty")
+        holder = ModelLayer("", "")
+        reader.blob(holder, size)
+        return holder.blobs[0]
+
+
 def _peek_name(head: bytes, name_field: int) -> str | None:
     """Best-effort layer name from the first bytes of a (truncated) layer entry."""
     key = bytes([name_field << 3 | 2])
@@ -212,6 +253,28 @@ class _WireReader:
         for layer in v1:
             layer.type = layer.type.removeprefix("v0:")
         return CaffeModel(name, fmt, v2 or v1, self.path)
+
+    def solver_state(self) -> SolverStateFile:
+        end = self.size
+        iteration, current_step, learned = 0, 0, ""
+        history = ModelLayer("", "")
+        if self.size == 0:
+            raise self.fail("the file is empty")
+        while self.pos < end:
+            number, wire = self.key(end)
+            if number == 1 and wire == 0:
+                iteration = self.signed(self.varint(end))
+            elif number == 2 and wire == 2:
+                learned = self.string(end)
+            elif number == 3 and wire == 2:
+                self.blob(history, self.sub_end(end))
+            elif number == 4 and wire == 0:
+                current_step = self.signed(self.varint(end))
+            else:
+                self.skip(wire, end)
+        if iteration < 0 or current_step < 0:
+            raise self.fail(f"a negative iteration ({iteration}) or step ({current_step})", 0)
+        return SolverStateFile(iteration, learned, history.blobs, current_step, self.path)
 
     def layer_v2(self, end: int) -> ModelLayer:
         layer = ModelLayer("", "", offset=self.pos)

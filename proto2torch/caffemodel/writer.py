@@ -7,7 +7,9 @@ Caffe's ``CopyTrainedLayersFrom`` reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -70,9 +72,8 @@ def write_caffemodel(
     v1: bool = False,
 ) -> int:
     """Write ``(layer name, layer type, blobs)`` entries; returns the number of bytes written."""
-    path = Path(path)
     total = 0
-    with open(path, "wb") as f:
+    with atomic_open(path) as f:
         if net_name:
             head = _field(1, net_name.encode())
             f.write(head)
@@ -80,6 +81,38 @@ def write_caffemodel(
         for name, type_name, blobs in layers:
             total += _write_layer(f, name, type_name, blobs, v1)
     return total
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """A file that appears under ``path`` only once it is completely written (a temporary name, then a rename)."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.part")
+    try:
+        with open(partial, "wb") as f:
+            yield f
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def write_blobproto(path: str | Path, array: np.ndarray) -> None:
+    """One BlobProto (a ``.binaryproto``, e.g. a mean file), with a shape field."""
+    blob = _Blob(array, v1=False)
+    with atomic_open(path) as f:
+        f.write(blob.head)
+        f.write(memoryview(blob.data).cast("B"))
+
+
+def write_solverstate(path: str | Path, iteration: int, learned_net: str, history: Sequence[np.ndarray], current_step: int = 0) -> None:
+    """Caffe's SolverState: the iteration, the caffemodel it goes with, the history blobs, multistep's counter."""
+    with atomic_open(path) as f:
+        f.write(_key(1, 0) + _varint(iteration))
+        f.write(_field(2, learned_net.encode()))
+        for array in history:
+            _Blob(array, v1=False).write(f, 3)
+        f.write(_key(4, 0) + _varint(current_step))
 
 
 def _write_layer(f: BinaryIO, name: str, type_name: str, blobs: Sequence[np.ndarray], v1: bool) -> int:

@@ -87,6 +87,7 @@ class _Loss(LayerSpec):
     bottoms = (2, 2)
     in_place_ok = False
     auto_tops = True
+    loss = True
 
 
 @register
@@ -181,6 +182,7 @@ class AccuracyParams:
 @register
 class Accuracy(_Loss):
     type = "Accuracy"
+    loss = False
     tops = (1, 2)
     auto_tops = False
     description = "fraction of positions whose label is among the top_k scores (ties count against); second top: per class"
@@ -367,6 +369,7 @@ class CenterLoss(_Loss):
 @register
 class PyEuclideanLoss(EuclideanLoss):
     type = "EuclideanLossLayer"
+    loss = False  # a Python layer: Caffe gives it a loss weight only when the prototxt does
     python_layer = "pyloss.EuclideanLossLayer"
     semantics = "BVLC's Python example layer (examples/pycaffe/layers/pyloss.py): the same formula as EuclideanLoss"
 
@@ -379,6 +382,7 @@ class SegAccuracyParams:
 @register
 class SegAccuracy(_Loss):
     type = "SegAccuracy"
+    loss = False
     auto_tops = False
     semantics = "DeepLab (deeplab-public): (1, 1, 1, 3) = pixel accuracy, mean class recall, mean IoU of the batch"
 

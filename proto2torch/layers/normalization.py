@@ -90,6 +90,10 @@ class BatchNormParams:
     moving_average_fraction: float = 0.999
     scale_bias: bool = False
     """NVIDIA's Caffe: a learned per-channel scale and bias as blobs 3 and 4."""
+    trainable: bool = False
+    """A TRAIN-phase net: lowered to a module that keeps Caffe's three blobs and updates them."""
+    global_stats_given: bool | None = None
+    """``use_global_stats`` as written (None: follow the phase, i.e. the module's train/eval mode)."""
 
 
 _BATCH_NORM = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
@@ -115,7 +119,10 @@ class BatchNorm(LayerSpec):
         scale_bias = bool(bp.get("scale_bias")) or bp.has("scale_filler") or bp.has("bias_filler")
         if scale_bias:
             eps = max(eps, float(np.float32(1e-5)))
-        return BatchNormParams(eps, bool(global_stats), float(plain(ctx, bp, "moving_average_fraction")), scale_bias)
+        maf = float(plain(ctx, bp, "moving_average_fraction"))
+        given = bp.get("use_global_stats")
+        train = ctx.options.get("phase", "TEST") == "TRAIN"
+        return BatchNormParams(eps, bool(global_stats), maf, scale_bias, train, None if given is None else bool(given))
 
     def weight_shapes(self, p: BatchNormParams, shapes: list[Shape]) -> list[Shape]:
         channels = shapes[0][1] if len(shapes[0]) > 1 else 1
@@ -141,6 +148,13 @@ class BatchNorm(LayerSpec):
         if momentum != 0.1:
             kwargs["momentum"] = momentum
         affine = {"weight": blobs[3].reshape(-1), "bias": blobs[4].reshape(-1)} if p.scale_bias else {}
+        if p.trainable:
+            stats = {"mean": blobs[0].reshape(-1), "variance": blobs[1].reshape(-1), "factor": blobs[2].reshape(1)}
+            args = {"eps": p.eps, "moving_average_fraction": p.moving_average_fraction, "use_global_stats": p.global_stats_given}
+            if p.scale_bias:
+                args["scale_bias"] = True
+            names = ("mean", "variance", "factor", "weight", "bias")[: len(blobs)]
+            return ModuleOp(caffe_ops.CaffeBatchNorm, (channels,), args, {**stats, **affine}, names)
         blob_params = (None, None, None, "weight", "bias") if p.scale_bias else ()
         if not p.use_global_stats:
             return ModuleOp(cls, (channels,), {**kwargs, "track_running_stats": False}, affine, blob_params)

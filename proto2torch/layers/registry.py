@@ -92,6 +92,9 @@ class LayerSpec:
     in_place_ok: ClassVar[bool] = True
     auto_tops: ClassVar[bool] = False
     """Missing tops are created anonymously, as Caffe does for loss layers."""
+    loss: ClassVar[bool] = False
+    """A Caffe LossLayer: its first top weighs 1 in the training objective unless ``loss_weight``
+    says otherwise (every other top, and every other layer's, weighs 0)."""
     description: ClassVar[str] = ""
     semantics: ClassVar[str] = "BVLC Caffe"
     """Whose semantics the implementation follows (BVLC, or the fork that introduced the layer)."""

@@ -54,10 +54,25 @@ def net_from_text(
     defines: Mapping[str, str] | None = None,
     options: Mapping[str, str] | None = None,
 ) -> Net:
-    if phase not in ("TEST", "TRAIN"):
-        raise SchemaError(f"phase must be TEST or TRAIN, not {phase!r}")
     registered()  # layer modules add their fork messages to the schema
     root = parse_text(text, filename, dict(defines) if defines else None)
+    return net_from_msg(root, filename, phase=phase, level=level, stages=stages, inputs=inputs, options=options)
+
+
+def net_from_msg(
+    root: Msg,
+    filename: str,
+    *,
+    phase: str = "TEST",
+    level: int | None = None,
+    stages: Sequence[str] | None = None,
+    inputs: Mapping[str, Sequence[int]] | None = None,
+    options: Mapping[str, str] | None = None,
+) -> Net:
+    """A net from an already parsed NetParameter message (e.g. a solver's inline ``net_param``)."""
+    if phase not in ("TEST", "TRAIN"):
+        raise SchemaError(f"phase must be TEST or TRAIN, not {phase!r}")
+    registered()
     diagnostics: list[Diagnostic] = []
     bind(root, "NetParameter", diagnostics)
     net_msg = upgrade_net(root, diagnostics)
