@@ -26,6 +26,7 @@ from .errors import (
 from .ir.graph import Net, Node, Value
 from .layers.registry import LayerSpec, ParseContext, register_layer
 from .prototxt.lower import load_prototxt, net_from_text
+from .train import solver, trainable
 
 __all__ = [
     "DSLError",
@@ -51,7 +52,9 @@ __all__ = [
     "net_from_text",
     "read_caffemodel",
     "register_layer",
+    "solver",
     "to_torch",
+    "trainable",
     "with_weights",
 ]
 

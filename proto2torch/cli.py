@@ -220,6 +220,50 @@ def cmd_passes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+    from .train.loop import read_inputs
+
+    _load_plugins(args)
+    main_rank = _join_torchrun()
+    inputs = read_inputs(args.inputs) if args.inputs else {}
+    options = dict(args.semantics) if args.semantics else None
+    result = train(
+        args.solver,
+        args.weights,
+        inputs,
+        iterations=args.iterations,
+        record=args.record is not None,
+        snapshot_dir=args.snapshot,
+        resume=args.resume,
+        backend=args.backend,
+        options=options,
+    )
+    if not main_rank:
+        return 0
+    if args.record is not None:
+        result.record.save(args.record)
+        print(f"wrote {args.record} ({len(result.record.arrays)} arrays)")
+    for path in result.snapshots:
+        print(f"wrote {path}")
+    if result.losses:
+        print(f"{len(result.losses)} iterations: loss {result.losses[0]:.6g} -> {result.losses[-1]:.6g}")
+    return 0
+
+
+def _join_torchrun() -> bool:
+    """Under torchrun (WORLD_SIZE > 1) join the process group (gloo on CPU); whether this is rank 0."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")  # training runs on the CPU here
+    return dist.get_rank() == 0
+
+
 def cmd_case(args: argparse.Namespace) -> int:
     from .conformance import Case
 
@@ -227,6 +271,12 @@ def cmd_case(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     weights = case.write_caffemodel(out / "weights.caffemodel")
+    if case.is_training:
+        inputs = out / "inputs.npz"
+        np.savez(inputs, **{f"input:{k}": v for k, v in case.inputs().items()})
+        print(f"{case.name}: wrote {weights} and {inputs}")
+        print(f"next: proto2torch train {case.path / 'solver.prototxt'} --weights {weights} --inputs {inputs} --iterations {case.meta['iterations']} --record record.npz")
+        return 0
     reference = case.write_reference(out / "reference.npz")
     print(f"{case.name}: wrote {weights} ({case.meta.get('weights_format', 'v2')}) and {reference}")
     semantics = "".join(f" --semantics {k}={v}" for k, v in case.semantics.items())
@@ -296,7 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
     _plugin_option(p)
     p.set_defaults(func=cmd_layers)
 
-    p = sub.add_parser("case", help="materialise a conformance case: weights.caffemodel + reference.npz")
+    p = sub.add_parser("train", help="train the solver's net as Caffe's solver would; record, snapshot, resume")
+    p.add_argument("solver", help="solver.prototxt (its net: is read beside it)")
+    p.add_argument("--weights", default=None, help="initial .caffemodel (layers it lacks are filled from their fillers)")
+    p.add_argument("--inputs", default=None, metavar="IN.npz", help="input:NAME arrays fed to the net's Input layers every iteration")
+    p.add_argument("--iterations", type=int, default=None, metavar="N", help="iterations to run (default: the solver's max_iter)")
+    p.add_argument("--record", default=None, metavar="OUT.npz", help="write loss:K, grad:LAYER:I, after:LAYER:I and blob:NAME")
+    p.add_argument("--snapshot", default=None, metavar="DIR", help="write <prefix>_iter_<N>.caffemodel + .solverstate at the solver's interval and at the end")
+    p.add_argument("--resume", default=None, metavar="STATE.solverstate", help="continue from a Caffe solver state")
+    p.add_argument("--backend", choices=("live", "source"), default="live", help="train the live module or the emitted source")
+    p.add_argument("--semantics", action="append", type=_pair_arg, default=[], metavar="TYPE=MODE", help="choose a fork's semantics")
+    _plugin_option(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("case", help="materialise a conformance case: weights.caffemodel + reference.npz (training cases: inputs.npz)")
     p.add_argument("case", help="case folder (net.prototxt, recipe.json, expected.npz, meta.json)")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=cmd_case)

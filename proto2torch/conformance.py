@@ -10,6 +10,7 @@ to [lo, hi) in float64 and rounded to float32; one counter runs across all blobs
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,15 @@ class Case:
         return self.path / "net.prototxt"
 
     @property
+    def is_training(self) -> bool:
+        """A training case (solver + net + weights + inputs, with Caffe's losses, gradients and updated blobs)."""
+        return self.meta.get("kind") == "train"
+
+    @property
+    def solver(self) -> Path:
+        return self.path / "solver.prototxt"
+
+    @property
     def v1(self) -> bool:
         return self.meta.get("weights_format") == "v1"
 
@@ -143,3 +153,69 @@ class Case:
         """:meth:`reference` as a ready ``--reference`` file."""
         np.savez(path, **self.reference())
         return Path(path)
+
+
+@dataclass(frozen=True)
+class KeyResult:
+    """One key of a training case, judged by the case's criterion for its group."""
+
+    key: str
+    group: str
+    error: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= self.tolerance
+
+    def __str__(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        return f"{verdict} {self.key}: error {self.error:.3g}, tolerance {self.tolerance:.3g}"
+
+
+def judge_training(case: Case, record: dict[str, np.ndarray]) -> list[KeyResult]:
+    """Every checked key of a training case against ``record`` (the keys of ``proto2torch train --record``),
+    with the criteria of the conformance README: loss and blob relative to max(1, |expected|); a
+    gradient relative to its layer's largest expected gradient (exactly zero where that is zero); an
+    updated blob relative to its layer's largest change or 1% of its largest value (a layer Caffe did
+    not move must keep exactly its initial values)."""
+    expected = case.expected()
+    tolerances = {group: float(spec["rtol"]) for group, spec in case.meta["tolerances"].items()}
+    initial = {name: blobs for name, _, blobs in recipe_layers(case.recipe)}
+    checked: dict[str, list[str]] = case.meta["checked"]
+    out = []
+
+    def by_layer(group: str) -> dict[str, list[str]]:
+        layers: dict[str, list[str]] = {}
+        for key in checked.get(group, []):
+            layers.setdefault(key.split(":")[1], []).append(key)
+        return layers
+
+    grad_layers, after_layers = by_layer("grad"), by_layer("after")
+    for group, keys in checked.items():
+        rtol = tolerances[group]
+        for key in keys:
+            want = expected[key].astype(np.float64)
+            if key not in record:
+                out.append(KeyResult(key, group, math.inf, 0.0))
+                continue
+            got = np.asarray(record[key], np.float64)
+            if got.size != want.size:
+                out.append(KeyResult(key, group, math.inf, 0.0))
+                continue
+            error = float(np.abs(got.reshape(want.shape) - want).max()) if want.size else 0.0
+            if group in ("loss", "blob"):
+                scale = max(1.0, float(np.abs(want).max()) if want.size else 0.0)
+            elif group == "grad":
+                scale = max(float(np.abs(expected[k]).max()) for k in grad_layers[key.split(":")[1]])
+            else:
+                layer = key.split(":")[1]
+                changes = [_change(expected[k], initial[layer][int(k.split(":")[2])]) for k in after_layers[layer]]
+                largest = max(float(np.abs(expected[k]).max()) for k in after_layers[layer])
+                scale = max(max(changes), largest / 100) if max(changes) > 0 else 0.0
+            out.append(KeyResult(key, group, error, rtol * scale))
+    return out
+
+
+def _change(after: np.ndarray, before: np.ndarray) -> float:
+    return float(np.abs(after.astype(np.float64) - before.reshape(after.shape).astype(np.float64)).max())

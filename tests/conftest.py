@@ -15,7 +15,10 @@ from proto2torch.conformance import Case
 DATA = Path(__file__).parent / "data"
 CASES_DIR = DATA / "conformance"
 CORPUS_DIR = DATA / "corpus" / "prototxt"
-CASE_NAMES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "meta.json").exists())
+ALL_CASES = sorted(p.name for p in CASES_DIR.iterdir() if (p / "meta.json").exists())
+TRAIN_CASE_NAMES = [name for name in ALL_CASES if Case.load(CASES_DIR / name).is_training]
+CASE_NAMES = [name for name in ALL_CASES if name not in TRAIN_CASE_NAMES]
+"""Inference cases (layer_*, net_*, surgery_*); TRAIN_CASE_NAMES are the train_* cases."""
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -56,4 +59,9 @@ def case_net(case: Case, tmp_path: Path):
 
 @pytest.fixture(params=CASE_NAMES)
 def case(request) -> Case:
+    return Case.load(CASES_DIR / request.param)
+
+
+@pytest.fixture(params=TRAIN_CASE_NAMES)
+def train_case(request) -> Case:
     return Case.load(CASES_DIR / request.param)

@@ -21,7 +21,7 @@ from proto2torch.passes.transplant import transplant
 from proto2torch.prototxt.protobuf import caffe_pb2
 from proto2torch.verify import verify_net
 
-from .conftest import CASES_DIR, CORPUS_DIR, case_net, case_reference, live_runner
+from .conftest import CASE_NAMES, CASES_DIR, CORPUS_DIR, case_net, case_reference, live_runner
 
 SURGERY = {
     "surgery_caffenet_full_conv": ["fc-to-conv:suffix=-conv"],
@@ -105,7 +105,7 @@ def test_dilate_reports_each_change_and_policies_differ() -> None:
 
 
 def _bn_cases() -> list[str]:
-    return [n for n in sorted(p.name for p in CASES_DIR.iterdir() if (p / "meta.json").exists()) if "BatchNorm" in Case.load(CASES_DIR / n).meta["layer_types"]]
+    return [n for n in CASE_NAMES if "BatchNorm" in Case.load(CASES_DIR / n).meta["layer_types"]]
 
 
 @pytest.mark.parametrize("name", _bn_cases())

@@ -63,6 +63,13 @@ class Trainer:
         self.config = config
         self.optimizer, self.scheduler = make_solver(model, config)
         self.smoothed: list[float] = []
+        self.world = distributed_world()
+        self.forward: torch.nn.Module = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # each rank keeps BatchNorm statistics of its own share, as each of Caffe's GPUs does
+            self.forward = DistributedDataParallel(model, broadcast_buffers=False)
 
     @property
     def iteration(self) -> int:
@@ -78,14 +85,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for k in range(config.iter_size):
-            output = model(**inputs)
-            if not torch.isfinite(output.loss):
-                raise SolverError(f"iteration {self.iteration}: the loss is {float(output.loss.detach())}")
-            output.loss.backward()
+            last = k == config.iter_size - 1
+            # with several ranks, gradients are averaged once, after the last accumulated pass
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.forward.no_sync()  # type: ignore[operator]
+            with sync:
+                output = self.forward(**inputs)
+                if not torch.isfinite(output.loss):
+                    raise SolverError(f"iteration {self.iteration}: the loss is {float(output.loss.detach())}")
+                output.loss.backward()
             total += float(output.loss.detach())
             if record is not None and k == 0:
                 self._record_grads(record)
         loss = total / config.iter_size
+        if self.world > 1:
+            mean = torch.tensor([loss], dtype=torch.float64)
+            torch.distributed.all_reduce(mean)
+            loss = float(mean) / self.world
         self.optimizer.step()
         self.scheduler.step()
         self.smoothed = (self.smoothed + [loss])[-config.average_loss :]
@@ -171,6 +186,25 @@ class Trainer:
         write_trained(self.model, model_path)
         write_solverstate(state_path, self.iteration, str(model_path), self.history(), self.scheduler.current_step)
         return model_path, state_path
+
+
+def distributed_world() -> int:
+    """Ranks of the torch.distributed group this process belongs to (1 when there is none)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank_share(inputs: Mapping[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray]:
+    """This rank's 1/world of every input batch (axis 0), as data-parallel training splits it."""
+    out = {}
+    for name, array in inputs.items():
+        n = array.shape[0] if array.ndim else 0
+        if n % world:
+            raise SolverError(f"input '{name}' has a batch of {n}, which does not split over {world} ranks")
+        share = n // world
+        out[name] = array[rank * share : (rank + 1) * share]
+    return out
 
 
 def _resolve_learned_net(name: str, state_dir: Path) -> Path | None:
@@ -267,6 +301,7 @@ def train(
     backend: str = "live",
     options: Mapping[str, str] | None = None,
     stream: TextIO | None = None,
+    workdir: str | Path | None = None,
 ) -> TrainResult:
     """Run a solver: load its TRAIN net with ``weights``, feed ``inputs`` (net input name →
     array, the same batch every iteration, as Caffe's Input layers keep their data), and step
@@ -276,10 +311,14 @@ def train(
     config = load_solver(solver_path)
     if config.random_seed >= 0:
         torch.manual_seed(config.random_seed)
+    world = distributed_world()
+    main_rank = world == 1 or torch.distributed.get_rank() == 0
+    if world > 1 and inputs:
+        inputs = rank_share(inputs, torch.distributed.get_rank(), world)
     shapes = {k: tuple(v.shape) for k, v in (inputs or {}).items()}
     net = load_train_net(config, inputs=shapes or None, options=options)
     net = with_weights(net, weights)
-    model = trainable(net, backend)
+    model = trainable(net, backend, workdir)
     trainer = Trainer(model, config)
     if resume is not None:
         trainer.restore(resume, weights)
@@ -303,17 +342,17 @@ def train(
             result.losses.append(loss)
             if record:
                 result.record.arrays[f"loss:{k}"] = np.float32(loss)
-            if config.display and iteration % config.display == 0:
+            if main_rank and config.display and iteration % config.display == 0:
                 smoothed = sum(trainer.smoothed) / len(trainer.smoothed)
                 elapsed = time.monotonic() - start
                 _say(stream, bar, f"Iteration {iteration} ({elapsed:.2f} s), loss = {smoothed:.6g}")
                 _say(stream, bar, f"Iteration {iteration}, lr = {rate:.6g}")
-            if snapshot_dir is not None and config.snapshot and trainer.iteration % config.snapshot == 0 and k != total - 1:
+            if main_rank and snapshot_dir is not None and config.snapshot and trainer.iteration % config.snapshot == 0 and k != total - 1:
                 result.snapshots.extend(trainer.snapshot(snapshot_dir, prefix))
             bar.update(k + 1)
     if record:
         trainer.record_after(result.record)
-    if snapshot_dir is not None:
+    if main_rank and snapshot_dir is not None:
         result.snapshots.extend(trainer.snapshot(snapshot_dir, prefix))
     return result
 

@@ -162,5 +162,8 @@ class CaffeLR(LRScheduler):
         """Continue at ``iteration`` (multistep's counter at ``current_step``), as a solverstate says."""
         self.current_step = current_step
         self._advanced_at = iteration - 1
-        self.last_epoch = iteration - 1
-        self.step()
+        self.last_epoch = iteration
+        rates = self.get_lr()
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group["lr"] = rate
+        self._last_lr = rates

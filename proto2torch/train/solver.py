@@ -199,7 +199,7 @@ def _config(msg: Msg, filename: str, base_dir: Path | None) -> SolverConfig:
     if solver_type not in SOLVER_TYPES:
         raise SolverError(f"unknown solver type {solver_type!r}; Caffe's are {', '.join(SOLVER_TYPES)}", span("type"))
 
-    given = [f for f in _NET_FIELDS if msg.has(f)]
+    given = sorted((f for f in _NET_FIELDS if msg.has(f)), key=lambda f: next(i for i, e in enumerate(msg.entries) if e[0] == f))
     if not given:
         raise SolverError(f"the solver names no train net: give one of {', '.join(_NET_FIELDS)}", msg.span())
     if len(given) > 1:
