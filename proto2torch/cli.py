@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("surgery", help="apply passes; write the result as .prototxt + .caffemodel")
     _net_options(p)
-    p.add_argument("--weights", required=True, help=".caffemodel of the net")
+    p.add_argument("--weights", default=None, help=".caffemodel of the net (default: fresh weights from the layers' fillers, seeded)")
     p.add_argument("--pass", dest="passes", action="append", required=True, metavar="SPEC", help="e.g. fc-to-conv, dilate:output_stride=8, cut:after=res5c (repeatable, in order)")
     p.epilog = "--input reshapes the result after the passes (passes see the declared input shapes)"
     p.add_argument("-o", "--output", required=True, help="output folder")

@@ -303,3 +303,41 @@ def test_trainer_in_a_users_loop(tmp_path) -> None:
     assert losses == pytest.approx([float(expected[f"loss:{k}"]) for k in range(len(losses))], rel=1e-5)
     trainer = Trainer(model, config)
     assert trainer.iteration == 0
+
+
+def test_emitted_train_net_has_the_objective(tmp_path) -> None:
+    """The standalone file of a train net carries total_loss (the weighted sum), CaffeBatchNorm and nothing of proto2torch."""
+    from proto2torch.backend.source import import_source, write_source
+
+    case = Case.load(CASES_DIR / "train_losses")
+    result = _run(case, tmp_path)
+    py, pth, _ = write_source(result.model.ir, tmp_path / "emitted")
+    text = py.read_text()
+    assert "def total_loss(" in text and "proto2torch" not in text.split('"""', 2)[2]
+    module = import_source(py)
+    model = module.build(str(pth)).train()
+    inputs = [torch.from_numpy(case.inputs()[name]) for name in result.model.input_names]
+    outputs = model(*inputs)
+    assert module.LOSS_WEIGHTS == {"loss_seg": 1.0, "loss_seg_aux": pytest.approx(0.3), "loss_cls": 0.5, "loss_reg": 2.0, "loss_att": 1.0}
+    ours = result.model(*inputs).loss
+    assert float(module.total_loss(outputs).detach()) == pytest.approx(float(ours.detach()), rel=1e-6)
+    torch.jit.script(model)
+
+
+def test_fcn32s_finetuning_recipe_of_the_readme(tmp_path, monkeypatch, capsys) -> None:
+    """models/fcn32s/README.md: surgery builds the tiny FCN-32s, train fine-tunes it with FCN's solver; the loss falls."""
+    tiny = ROOT / "models" / "fcn32s" / "tiny"
+    monkeypatch.chdir(tmp_path)  # the solver names out/fcn32s_tiny/… relative to the working folder, as Caffe does
+    passes = ["fc-to-conv", "set:layer=conv1_1,field=convolution_param.pad,value=100", "cut:after=fc7"]
+    passes += [f"append:file={ROOT / 'models/fcn32s/head.prototxt'}", f"append:file={tiny / 'loss.prototxt'}", "bilinear-upsample:layers=upscore"]
+    argv = ["surgery", str(tiny / "classifier.prototxt"), *[a for p in passes for a in ("--pass", p)]]
+    argv += ["--input", "data=1,3,64,64", "--input", "label=1,1,64,64", "--name", "fcn32s_tiny", "-o", "out/fcn32s_tiny"]
+    assert main(argv) == 0
+    record = tmp_path / "record.npz"
+    argv = ["train", str(tiny / "solver.prototxt"), "--weights", "out/fcn32s_tiny/fcn32s_tiny.caffemodel", "--inputs", str(tiny / "data.npz")]
+    assert main([*argv, "--iterations", "15", "--record", str(record), "--snapshot", "snaps"]) == 0
+    losses = [float(read_npz(record)[f"loss:{k}"]) for k in range(15)]
+    assert np.mean(losses[-5:]) < 0.6 * losses[0]
+    assert (tmp_path / "snaps" / "fcn32s_tiny_iter_15.caffemodel").exists()
+    after = read_npz(record)
+    np.testing.assert_array_equal(after["after:upscore:0"], load_caffemodel("out/fcn32s_tiny/fcn32s_tiny.caffemodel")["upscore"][0])

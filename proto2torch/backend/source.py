@@ -232,6 +232,29 @@ class _Emitter:
         for other in _dependencies(obj):
             self._use(other)
 
+    def _objective(self) -> list[str]:
+        """For a TRAIN-phase net whose forward returns its loss tops: ``total_loss(outputs)``, the sum of
+        loss_weight x top that Caffe's solver minimises."""
+        if self.net.phase != "TRAIN" or len(self.net.outputs) < 2:
+            return []
+        from ..train.net import loss_weights
+
+        weights = loss_weights(self.net)
+        returned = {self.net.values[v].blob for v in self.net.outputs}
+        if not weights or not set(weights) <= returned:
+            return []
+        terms = " + ".join(f"outputs[{blob!r}].sum()" + ("" if w == 1.0 else f" * {w!r}") for blob, w in weights.items())
+        return [
+            f"LOSS_WEIGHTS: Dict[str, float] = {weights!r}",
+            "",
+            "",
+            "def total_loss(outputs: Dict[str, Tensor]) -> Tensor:",
+            '    """The objective Caffe\'s solver minimises: the sum of loss_weight x top (LOSS_WEIGHTS) over the loss tops."""',
+            f"    return {terms}",
+            "",
+            "",
+        ]
+
     def _returned(self) -> list[str]:
         return [self.var(v) for v in self.net.outputs]
 
@@ -275,6 +298,7 @@ class _Emitter:
         lines += ["", f"    def forward(self, {params}) -> {returns}:"]
         lines += [f"        {line}" for line in self._with_deletes(self._returned())]
         lines += [f"        {ret}", "", ""]
+        lines += self._objective()
         lines += [
             f"def build(weights_path: Optional[str] = None) -> {self.class_name}:",
             '    """The model in eval mode, with the converted weights when a .pth path is given."""',
