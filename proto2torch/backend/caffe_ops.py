@@ -468,29 +468,33 @@ class CaffeBatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels)) if scale_bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
         use_global = self.use_global_stats if self.use_global_stats is not None else not self.training
         if use_global:
+            shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
             scale = torch.where(self.factor == 0, torch.zeros_like(self.factor), 1.0 / self.factor)
             mean = (self.mean * scale).view(shape)
             var = (self.variance * scale).view(shape)
-            centred = x - mean
+            y = (x - mean) / torch.sqrt(var + self.eps)
+            weight, bias = self.weight, self.bias
+            if weight is not None and bias is not None:
+                y = y * weight.view(shape) + bias.view(shape)
+            return y
+        # batch statistics: torch's fused kernel, which with momentum 1 hands back the batch mean and
+        # the unbiased variance (Caffe's n / (n - 1) correction) in the two scratch vectors
+        batch_mean = torch.zeros_like(self.mean)
+        batch_var = torch.zeros_like(self.variance)
+        if x.numel() == x.shape[1]:  # one value per channel: it is the mean, the variance is 0 (and not corrected)
+            batch_mean = x.detach().reshape(-1).clone()
+            y = x - x  # x minus its own mean, which the mean follows: no gradient either
+            if self.weight is not None and self.bias is not None:
+                y = y * self.weight.view(x.shape) + self.bias.view(x.shape)
         else:
-            dims = [0] + list(range(2, x.dim()))
-            n = x.numel() // x.shape[1]
-            mean = x.mean(dims, keepdim=True)
-            centred = x - mean
-            var = (centred * centred).mean(dims, keepdim=True)
-            with torch.no_grad():
-                maf = self.moving_average_fraction
-                correction = n / (n - 1) if n > 1 else 1.0
-                self.factor.mul_(maf).add_(1.0)
-                self.mean.mul_(maf).add_(mean.detach().reshape(-1))
-                self.variance.mul_(maf).add_(var.detach().reshape(-1) * correction)
-        y = centred / torch.sqrt(var + self.eps)
-        weight, bias = self.weight, self.bias
-        if weight is not None and bias is not None:
-            y = y * weight.view(shape) + bias.view(shape)
+            y = F.batch_norm(x, batch_mean, batch_var, self.weight, self.bias, True, 1.0, self.eps)
+        with torch.no_grad():
+            maf = self.moving_average_fraction
+            self.factor.mul_(maf).add_(1.0)
+            self.mean.mul_(maf).add_(batch_mean)
+            self.variance.mul_(maf).add_(batch_var)
         return y
 
 
