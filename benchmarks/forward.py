@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from _common import median_seconds, model, table
+from torch import Tensor, nn
 
 
 class BatchNormThenScale(nn.Module):

@@ -29,12 +29,12 @@ def main(paths: list[Path]) -> None:
     for path in paths:
         text = path.read_text()
 
-        def protobuf() -> None:
+        def protobuf(text: str = text) -> None:
             text_format.Merge(text, classes.NetParameter())
 
         base = median_seconds(protobuf, repeat=20, warmup=2)
-        parse = median_seconds(lambda: parse_text(text), repeat=20, warmup=2)
-        full = median_seconds(lambda: load_prototxt(path), repeat=20, warmup=2)
+        parse = median_seconds(lambda text=text: parse_text(text), repeat=20, warmup=2)
+        full = median_seconds(lambda path=path: load_prototxt(path), repeat=20, warmup=2)
         layers = len(load_prototxt(path).nodes)
         rows.append((path.name, f"{len(text) / 1024:.0f} KiB", str(layers), f"{base * 1000:.1f} ms", f"{parse / base:.2f}x", f"{full / base:.2f}x"))
     print("medians of 20 runs; ratios to protobuf's text_format.Merge of the same text")

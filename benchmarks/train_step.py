@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from _common import median_seconds
+from torch import nn
 
 CLASSIFIER = """
 name: "bench_bn"
@@ -52,8 +51,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    from proto2torch.train import Trainer, load_solver, load_train_net, trainable
     from proto2torch.api import with_weights
+    from proto2torch.train import Trainer, load_solver, load_train_net, trainable
 
     work = Path(tempfile.mkdtemp(prefix="proto2torch-train-bench-"))
     (work / "net.prototxt").write_text(CLASSIFIER % {"n": args.batch})

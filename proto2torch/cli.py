@@ -171,10 +171,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_surgery(args: argparse.Namespace) -> int:
     from .api import with_weights
     from .caffemodel.writer import write_caffemodel
+    from .ir.shapes import infer_shapes
     from .passes import run_passes
     from .prototxt.writer import write_prototxt
-
-    from .ir.shapes import infer_shapes
 
     reshape, args.input = dict(args.input) or None, []
     net = with_weights(_load(args), args.weights)  # passes see the net's declared input shapes

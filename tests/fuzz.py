@@ -124,8 +124,8 @@ def _alarm(signum, frame):  # noqa: ANN001, ANN202
 
 def check_prototxt(text: str) -> str:
     """'loaded', 'built' or 'refused'; raises on anything that is not a Proto2TorchError."""
-    from proto2torch.backend.live import build_graph_module
     from proto2torch.api import with_weights
+    from proto2torch.backend.live import build_graph_module
     from proto2torch.prototxt.lower import net_from_text
     from proto2torch.summary import summary_table
 
@@ -232,11 +232,11 @@ def fuzz(
             if kind == "prototxt":
                 name, text = rng.choice(texts)
                 mutated = mutate_text(rng, text)
-                run_case(text_tally, name, lambda: check_prototxt(mutated), mutated.encode("utf-8", "surrogatepass"), hang_seconds)
+                run_case(text_tally, name, lambda mutated=mutated: check_prototxt(mutated), mutated.encode("utf-8", "surrogatepass"), hang_seconds)
             else:
                 name, data, net = rng.choice(models)
                 mutated_bytes = mutate_bytes(rng, data)
-                run_case(bytes_tally, name, lambda: check_caffemodel(mutated_bytes, net), mutated_bytes, hang_seconds)
+                run_case(bytes_tally, name, lambda mutated_bytes=mutated_bytes, net=net: check_caffemodel(mutated_bytes, net), mutated_bytes, hang_seconds)
     return text_tally, bytes_tally
 
 

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-
 from proto2torch.cli import main
 
 from .conftest import CASES_DIR

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from proto2torch.errors import LimitError, ParseError, SchemaError
-from proto2torch.prototxt.message import Ident, Template
+from proto2torch.prototxt.message import Ident, Source, Template
 from proto2torch.prototxt.schema import bind
 from proto2torch.prototxt.textformat import MAX_DEPTH, _fast_parse, format_text, parse_text, parse_text_grammar
-from proto2torch.prototxt.message import Source
 
 from .conftest import corpus_files
 

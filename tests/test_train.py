@@ -20,7 +20,7 @@ from proto2torch.errors import LayerParamError, SolverError, WeightError
 from proto2torch.train import load_solver, solver_from_text, train, trainable
 from proto2torch.train.loop import Trainer, read_inputs
 
-from .conftest import CASES_DIR, TRAIN_CASE_NAMES
+from .conftest import CASES_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -318,7 +318,7 @@ def test_emitted_train_net_has_the_objective(tmp_path) -> None:
     model = module.build(str(pth)).train()
     inputs = [torch.from_numpy(case.inputs()[name]) for name in result.model.input_names]
     outputs = model(*inputs)
-    assert module.LOSS_WEIGHTS == {"loss_seg": 1.0, "loss_seg_aux": pytest.approx(0.3), "loss_cls": 0.5, "loss_reg": 2.0, "loss_att": 1.0}
+    assert {"loss_seg": 1.0, "loss_seg_aux": pytest.approx(0.3), "loss_cls": 0.5, "loss_reg": 2.0, "loss_att": 1.0} == module.LOSS_WEIGHTS
     ours = result.model(*inputs).loss
     assert float(module.total_loss(outputs).detach()) == pytest.approx(float(ours.detach()), rel=1e-6)
     torch.jit.script(model)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from proto2torch import load_prototxt, net_from_text
-from proto2torch.errors import SchemaError, UnsupportedLayerError
 from proto2torch.api import to_torch
+from proto2torch.errors import SchemaError, UnsupportedLayerError
 
 from .conftest import CASES_DIR
 

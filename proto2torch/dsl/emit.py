@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend.caffe_ops import caffe_pool_out
 from ..backend.live import check_convertible
 from ..backend.names import identifier
 from ..errors import DSLError
 from ..ir.graph import Net, Node
 from ..layers.conv import tf_same_pads
 from ..layers.normalization import batch_norm_stats
-from ..backend.caffe_ops import caffe_pool_out
 
 _NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}
 

@@ -25,12 +25,12 @@ from typing import Any
 from ..errors import DSLError, Proto2TorchError
 from ..ir.graph import Net, Node, Value, compute_outputs
 from ..ir.shapes import check_shape_of, infer_shapes
+from ..layers.activations import DropoutParams, PReLUParams, SlopeParams
 from ..layers.conv import ConvParams
 from ..layers.data import InputParams
 from ..layers.eltwise import EltwiseParams
 from ..layers.inner_product import InnerProductParams
 from ..layers.normalization import BatchNormParams, LRNParams
-from ..layers.activations import DropoutParams, PReLUParams, SlopeParams
 from ..layers.pooling import PoolParams
 from ..layers.reduce import SoftmaxParams
 from ..layers.registry import NoParams, lookup
@@ -38,7 +38,27 @@ from ..layers.resize import InterpParams, PadParams
 from ..layers.scale import ScaleParams
 from ..layers.shape_ops import AxisParams, FlattenParams
 from ..prototxt.schema import Diagnostic
-from .syntax import Assign, Attr, Block, Call, ClassDef, Const, ExprStmt, FuncDef, Import, Module, Name, Pos, Seq, Simple, Slice, Subscript, UnaryOp, BinOp, parse_dsl_source
+from .syntax import (
+    Assign,
+    Attr,
+    BinOp,
+    Block,
+    Call,
+    ClassDef,
+    Const,
+    ExprStmt,
+    FuncDef,
+    Import,
+    Module,
+    Name,
+    Pos,
+    Seq,
+    Simple,
+    Slice,
+    Subscript,
+    UnaryOp,
+    parse_dsl_source,
+)
 
 _REQUIRED = object()
 

@@ -81,7 +81,7 @@ class Trainer:
 
     def step(self, inputs: Mapping[str, torch.Tensor], record: Record | None = None) -> float:
         """One iteration; returns its loss (the mean over the ``iter_size`` passes)."""
-        model, config = self.model, self.config
+        config = self.config
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for k in range(config.iter_size):
