@@ -341,3 +341,21 @@ def test_fcn32s_finetuning_recipe_of_the_readme(tmp_path, monkeypatch, capsys) -
     assert (tmp_path / "snaps" / "fcn32s_tiny_iter_15.caffemodel").exists()
     after = read_npz(record)
     np.testing.assert_array_equal(after["after:upscore:0"], load_caffemodel("out/fcn32s_tiny/fcn32s_tiny.caffemodel")["upscore"][0])
+
+
+SNAPSHOTS = Path(__file__).parent / "data" / "caffe_snapshots"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SNAPSHOTS.iterdir()))
+def test_resume_from_caffes_own_solverstate(name: str, tmp_path) -> None:
+    """Real Caffe trained 3 iterations and snapshotted (tools/check_snapshots_with_caffe.py --write); resuming from
+    its .solverstate (and the caffemodel it names) continues with Caffe's numbers to the case's last iteration."""
+    case = Case.load(CASES_DIR / name)
+    state = SNAPSHOTS / name / "caffe_iter_3.solverstate"
+    assert read_solverstate(state).iteration == 3
+    result = train(case.solver, None, case.inputs(), resume=state, record=True, iterations=case.meta["iterations"] - 3)
+    assert result.model is not None
+    losses = [float(case.expected()[f"loss:{k}"]) for k in range(3, case.meta["iterations"])]
+    assert result.losses == pytest.approx(losses, rel=1e-5, abs=1e-5)
+    after = [r for r in judge_training(case, result.record.arrays) if r.group == "after"]
+    assert after and all(r.passed for r in after), [str(r) for r in after if not r.passed]
