@@ -224,7 +224,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.loop import read_inputs
 
     _load_plugins(args)
-    main_rank = _join_torchrun()
+    main_rank, device = _join_torchrun(args.device)
     inputs = read_inputs(args.inputs) if args.inputs else {}
     options = dict(args.semantics) if args.semantics else None
     result = train(
@@ -237,6 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         backend=args.backend,
         options=options,
+        device=device,
     )
     if not main_rank:
         return 0
@@ -250,17 +251,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _join_torchrun() -> bool:
-    """Under torchrun (WORLD_SIZE > 1) join the process group (gloo on CPU); whether this is rank 0."""
+def _join_torchrun(device: str) -> tuple[bool, str]:
+    """Under torchrun (WORLD_SIZE > 1) join the process group: gloo on the CPU, NCCL on GPUs (each
+    rank on the GPU of its LOCAL_RANK).  Whether this is rank 0, and this rank's device."""
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return True
+        return True, device
+    import torch
     import torch.distributed as dist
 
+    gpu = device.startswith("cuda")
+    if gpu:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("gloo")  # training runs on the CPU here
-    return dist.get_rank() == 0
+        dist.init_process_group("nccl" if gpu else "gloo")
+    return dist.get_rank() == 0, device
 
 
 def cmd_case(args: argparse.Namespace) -> int:
@@ -354,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", default=None, metavar="DIR", help="write <prefix>_iter_<N>.caffemodel + .solverstate at the solver's interval and at the end")
     p.add_argument("--resume", default=None, metavar="STATE.solverstate", help="continue from a Caffe solver state")
     p.add_argument("--backend", choices=("live", "source"), default="live", help="train the live module or the emitted source")
+    p.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda (under torchrun: each rank's GPU)")
     p.add_argument("--semantics", action="append", type=_pair_arg, default=[], metavar="TYPE=MODE", help="choose a fork's semantics")
     _plugin_option(p)
     p.set_defaults(func=cmd_train)

@@ -149,6 +149,10 @@ class SolverError(Proto2TorchError, ValueError):
     """A solver file, a solver state or a training setup that Caffe's solver would refuse."""
 
 
+class DataError(Proto2TorchError, ValueError):
+    """A data source (database, image list, image, HDF5 file, mean file) is missing, unreadable, or does not fit."""
+
+
 class LimitError(Proto2TorchError, ValueError):
     """Input exceeds one of the safety limits (size, nesting depth, element count)."""
 

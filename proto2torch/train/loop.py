@@ -69,7 +69,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             # each rank keeps BatchNorm statistics of its own share, as each of Caffe's GPUs does
-            self.forward = DistributedDataParallel(model, broadcast_buffers=False)
+            self.forward = DistributedDataParallel(model, broadcast_buffers=False)  # (on a GPU: the rank's own device)
 
     @property
     def iteration(self) -> int:
@@ -302,10 +302,12 @@ def train(
     options: Mapping[str, str] | None = None,
     stream: TextIO | None = None,
     workdir: str | Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainResult:
     """Run a solver: load its TRAIN net with ``weights``, feed ``inputs`` (net input name →
     array, the same batch every iteration, as Caffe's Input layers keep their data), and step
-    ``iterations`` times (default: the solver's ``max_iter``, counting from a resumed state)."""
+    ``iterations`` times (default: the solver's ``max_iter``, counting from a resumed state).
+    ``device`` places the net and its data (e.g. ``"cuda"``); snapshots and records are on the CPU."""
     from ..api import with_weights
 
     config = load_solver(solver_path)
@@ -318,11 +320,11 @@ def train(
     shapes = {k: tuple(v.shape) for k, v in (inputs or {}).items()}
     net = load_train_net(config, inputs=shapes or None, options=options)
     net = with_weights(net, weights)
-    model = trainable(net, backend, workdir)
+    model = trainable(net, backend, workdir).to(device)
     trainer = Trainer(model, config)
     if resume is not None:
         trainer.restore(resume, weights)
-    feed = _input_tensors(model, inputs or {})
+    feed = {k: v.to(device) for k, v in _input_tensors(model, inputs or {}).items()}
     total = iterations if iterations is not None else config.max_iter - trainer.iteration
     if total < 0:
         raise SolverError(f"iterations must not be negative, got {total}")
