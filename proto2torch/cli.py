@@ -270,6 +270,20 @@ def _join_torchrun(device: str) -> tuple[bool, str]:
     return dist.get_rank() == 0, device
 
 
+def cmd_batches(args: argparse.Namespace) -> int:
+    from .data.layers import batches
+
+    net = _load(args)
+    arrays = batches(net, args.count, seed=args.seed)
+    from .caffemodel.writer import atomic_open
+
+    with atomic_open(args.output) as f:
+        np.savez(f, **arrays)
+    tops = sorted({k.rsplit(":", 1)[0] for k in arrays})
+    print(f"wrote {args.output}: {args.count} batch(es) of {', '.join(tops)}")
+    return 0
+
+
 def cmd_case(args: argparse.Namespace) -> int:
     from .conformance import Case
 
@@ -365,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--semantics", action="append", type=_pair_arg, default=[], metavar="TYPE=MODE", help="choose a fork's semantics")
     _plugin_option(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("batches", help="the tops the net's data layers produce for the first batches (keys <top>:<k>)")
+    _net_options(p)
+    p.add_argument("--count", type=int, default=1, metavar="N", help="number of batches (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TRAIN-phase random crops, mirrors, shuffles and skips")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
+    p.set_defaults(func=cmd_batches)
 
     p = sub.add_parser("case", help="materialise a conformance case: weights.caffemodel + reference.npz (training cases: inputs.npz)")
     p.add_argument("case", help="case folder (net.prototxt, recipe.json, expected.npz, meta.json)")

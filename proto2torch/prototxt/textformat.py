@@ -88,7 +88,10 @@ class _ToMsg(Transformer):
         self.defines = defines or {}
 
     def string(self, *parts: Token) -> str:
-        return "".join(_unescape(p[1:-1]) for p in parts)
+        text = "".join(_unescape(p[1:-1]) for p in parts)
+        if self.defines and "${" in text:  # a placeholder inside a string, e.g. source: "${DATA}/train_lmdb"
+            text = _PLACEHOLDER.sub(lambda m: self.defines.get(m.group(1), m.group(0)), text)
+        return text
 
     def number(self, tok: Token) -> int | float:
         return _number(tok)
@@ -276,6 +279,9 @@ def _fast_parse(text: str, source: Source) -> Msg | None:
     return root
 
 
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 def parse_text(text: str | bytes, filename: str = "<text>", defines: dict[str, str] | None = None) -> Msg:
     """Parse protobuf text format into an untyped :class:`Msg` tree.
 
@@ -291,7 +297,7 @@ def parse_text(text: str | bytes, filename: str = "<text>", defines: dict[str, s
     if len(text) > MAX_TEXT_BYTES:
         raise LimitError(f"{filename}: {len(text)} characters is over the {MAX_TEXT_BYTES}-byte limit for a prototxt")
     source = Source(filename, text)
-    fast = _fast_parse(text, source)
+    fast = None if defines and "${" in text else _fast_parse(text, source)
     if fast is not None:
         return fast
     return parse_text_grammar(text, filename, source, defines)

@@ -319,12 +319,21 @@ def train(
         inputs = rank_share(inputs, torch.distributed.get_rank(), world)
     shapes = {k: tuple(v.shape) for k, v in (inputs or {}).items()}
     net = load_train_net(config, inputs=shapes or None, options=options)
+    from ..data.layers import NetFeed
+    from ..ir.shapes import infer_shapes
+
+    data = NetFeed(net, seed=config.random_seed if config.random_seed >= 0 else None)
+    first: dict[str, np.ndarray] = {}
+    if data:
+        first = next(data)  # the data layers' batches: their shapes are the net's
+        net = infer_shapes(net, {**shapes, **{k: v.shape for k, v in first.items()}})
     net = with_weights(net, weights)
     model = trainable(net, backend, workdir).to(device)
     trainer = Trainer(model, config)
     if resume is not None:
         trainer.restore(resume, weights)
-    feed = {k: v.to(device) for k, v in _input_tensors(model, inputs or {}).items()}
+    fixed = {**(inputs or {}), **first}
+    feed = {k: v.to(device) for k, v in _input_tensors(model, fixed).items()}
     total = iterations if iterations is not None else config.max_iter - trainer.iteration
     if total < 0:
         raise SolverError(f"iterations must not be negative, got {total}")
@@ -340,6 +349,8 @@ def train(
         for k in range(total):
             iteration = trainer.iteration
             rate = trainer.rate
+            if data and k > 0:
+                feed.update({name: torch.from_numpy(v).to(device) for name, v in next(data).items()})
             loss = trainer.step(feed, result.record if record and k == 0 else None)
             result.losses.append(loss)
             if record:
