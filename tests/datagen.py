@@ -1,5 +1,5 @@
-"""Small data sources for the data-layer tests, made by code: LMDB databases (raw, float and encoded
-Datums), image lists (PNG and JPEG of odd sizes, colour and grey), HDF5 files and a mean file.
+"""Small data sources for the data-layer tests, made by code: LMDB and LevelDB databases (raw, float and
+encoded Datums), image lists (PNG and JPEG of odd sizes, colour and grey), HDF5 files and a mean file.
 
 ``materialise(case_dir, work)`` writes one data case's sources into ``work``; the image files' bytes
 come from the case's ``inputs.npz`` (made once, with the case), so every machine decodes the bytes Caffe
@@ -31,7 +31,7 @@ def make_inputs(kind: str, seed: int = 0) -> dict[str, np.ndarray]:
 
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
-    if kind in ("lmdb_raw", "lmdb_train"):
+    if kind in ("lmdb_raw", "lmdb_train", "leveldb_raw"):
         for i in range(20):
             out[f"raw:{i:05d}"] = _image(rng, 13, 11, 3).transpose(2, 0, 1).copy()
             out[f"label:{i:05d}"] = np.array(i % 7)
@@ -77,18 +77,27 @@ def materialise(case_dir: Path, work: Path) -> dict[str, str]:
         arrays = {k: data[k] for k in data.files}
     work.mkdir(parents=True, exist_ok=True)
     kind = meta["data_kind"]
-    if kind.startswith("lmdb"):
-        env = lmdb.open(str(work / "db"), map_size=1 << 26)
-        with env.begin(write=True) as txn:
-            for key in sorted(k for k in arrays if k.startswith(("raw:", "file:"))):
-                name = key.split(":", 1)[1]
-                stem = name.split(".")[0]
-                label = int(arrays[f"label:{stem}"])
-                if key.startswith("raw:"):
-                    txn.put(stem.encode(), datum_bytes(arrays[key], label))
-                else:
-                    txn.put(stem.encode(), datum_bytes(arrays[key].tobytes(), label, encoded=True))
-        env.close()
+    if kind.startswith(("lmdb", "leveldb")):
+        records = []
+        for key in sorted(k for k in arrays if k.startswith(("raw:", "file:"))):
+            name = key.split(":", 1)[1]
+            stem = name.split(".")[0]
+            label = int(arrays[f"label:{stem}"])
+            value = datum_bytes(arrays[key], label) if key.startswith("raw:") else datum_bytes(arrays[key].tobytes(), label, encoded=True)
+            records.append((stem.encode(), value))
+        if kind.startswith("leveldb"):
+            import plyvel
+
+            db = plyvel.DB(str(work / "db"), create_if_missing=True)
+            for key, value in records:
+                db.put(key, value)
+            db.close()
+        else:
+            env = lmdb.open(str(work / "db"), map_size=1 << 26)
+            with env.begin(write=True) as txn:
+                for key, value in records:
+                    txn.put(key, value)
+            env.close()
         if "mean" in arrays:
             write_mean(work / "mean.binaryproto", arrays["mean"])
     elif kind.startswith("imagelist"):

@@ -54,6 +54,11 @@ layer { name: "data" type: "ImageData" top: "data" top: "label"
   transform_param { crop_size: 5 scale: 0.5 }
   image_data_param { source: "${DATA}/list.txt" root_folder: "${DATA}/images/" is_color: false batch_size: 4 } }
 """),
+    "data_leveldb_raw": ("leveldb_raw", "TEST", 2, """
+layer { name: "data" type: "Data" top: "data" top: "label"
+  transform_param { mean_value: 128 crop_size: 11 }
+  data_param { source: "${DATA}/db" backend: LEVELDB batch_size: 7 } }
+"""),
     "data_hdf5": ("hdf5", "TEST", 4, """
 layer { name: "data" type: "HDF5Data" top: "data" top: "label" hdf5_data_param { source: "${DATA}/list.txt" batch_size: 5 } }
 """),
