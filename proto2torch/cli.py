@@ -149,7 +149,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     net = with_weights(net, args.weights)
     out = Path(args.output)
     if args.to == "torch":
-        py, pth, emitted = write_source(net, out, args.name)
+        py, pth, emitted = write_source(net, out, args.name, _preprocess(args, net))
         if not has_weights:
             pth.unlink()
         params = sum(t.numel() for t in emitted.state_dict.values() if t.is_floating_point())
@@ -166,6 +166,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
     py, npy = write_dsl(net, out, args.name)
     print(f"{net.name}: wrote {py} and {npy}")
     return 0
+
+
+def _preprocess(args: argparse.Namespace, net):  # noqa: ANN001, ANN202
+    """convert's --mean/--channel-swap/--raw-scale/--input-scale (pycaffe's Transformer), or --preprocess-from LAYER."""
+    from .data.preprocess import Preprocess, from_transform_param
+
+    if args.preprocess_from:
+        node = net.find(args.preprocess_from)
+        if node is None or node.msg is None or not node.msg.has("transform_param"):
+            raise Proto2TorchError(f"--preprocess-from: the net has no layer '{args.preprocess_from}' with a transform_param")
+        return from_transform_param(node.msg.sub("transform_param"), Path(args.net).parent)
+    if not (args.mean or args.channel_swap or args.raw_scale or args.input_scale):
+        return None
+    mean = None
+    if args.mean:
+        from .data.datum import load_mean
+
+        mean = load_mean(args.mean)
+        if args.mean_per_channel:
+            mean = mean.mean(1).mean(1)  # as classify.py averages it (rows, then columns: the same float32 values)
+    swap = tuple(int(c) for c in args.channel_swap.split(",")) if args.channel_swap else None
+    return Preprocess(channel_swap=swap, raw_scale=args.raw_scale, mean=mean, input_scale=args.input_scale)
 
 
 def cmd_surgery(args: argparse.Namespace) -> int:
@@ -342,6 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help=".caffemodel (or weights .npy for DSL nets)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--to", choices=("torch", "dsl"), default="torch")
+    g = p.add_argument_group("preprocess() in the emitted class (pycaffe's caffe.io.Transformer)")
+    g.add_argument("--mean", default=None, metavar="MEAN", help=".binaryproto or .npy mean subtracted after scaling")
+    g.add_argument("--mean-per-channel", action="store_true", help="average the mean file over H and W (as classify.py does)")
+    g.add_argument("--channel-swap", default=None, metavar="2,1,0", help="channel order, e.g. 2,1,0 for RGB -> BGR")
+    g.add_argument("--raw-scale", type=float, default=None, metavar="S", help="multiply the [0, 1] image by S (e.g. 255)")
+    g.add_argument("--input-scale", type=float, default=None, metavar="S", help="multiply after the mean")
+    g.add_argument("--preprocess-from", default=None, metavar="LAYER", help="use this data layer's transform_param instead")
     p.add_argument("--name", default=None, help="file stem (default: the net's name)")
     p.set_defaults(func=cmd_convert)
 

@@ -115,9 +115,11 @@ def _op_helpers(op: Any) -> list[Any]:
 
 
 class _Emitter:
-    def __init__(self, net: Net, class_name: str):
+    def __init__(self, net: Net, class_name: str, preprocess: Any = None):
         check_convertible(net)
         self.net = net
+        self.preprocess = preprocess
+        self.input_mean: Any = None
         self.ops = {index: lower_node(net, node) for index, node in enumerate(net.nodes) if not node.is_input}
         self.helpers: set[Any] = set()
         for op in self.ops.values():
@@ -295,6 +297,14 @@ class _Emitter:
             lines += ["", "# Caffe's arithmetic where torch.nn has no exact equivalent.", "", helper_src, ""]
         lines += ["", f"class {self.class_name}(nn.Module):", "    def __init__(self) -> None:", "        super().__init__()"]
         lines += [f"        {line}" for line in self.init]
+        if self.preprocess is not None:
+            from ..data.preprocess import preprocess_source
+
+            method, self.input_mean = preprocess_source(self.preprocess)
+            if self.input_mean is not None:
+                shape = ", ".join(map(str, self.input_mean.shape))
+                lines.append(f'        self.register_buffer("input_mean", torch.zeros({shape}))  # the mean the inputs lose in preprocess()')
+            lines += [""] + [f"    {line}" for line in method]
         lines += ["", f"    def forward(self, {params}) -> {returns}:"]
         lines += [f"        {line}" for line in self._with_deletes(self._returned())]
         lines += [f"        {ret}", "", ""]
@@ -313,13 +323,16 @@ class _Emitter:
         return text
 
 
-def emit_source(net: Net, class_name: str | None = None) -> EmittedSource:
-    """Source text and state dict for ``net`` (which must have shapes and weights)."""
+def emit_source(net: Net, class_name: str | None = None, preprocess: Any = None) -> EmittedSource:
+    """Source text and state dict for ``net`` (which must have shapes and weights); with a
+    :class:`~proto2torch.data.preprocess.Preprocess`, the class also gets ``preprocess(image)``."""
     class_name = class_name or _camel(net.name)
-    emitter = _Emitter(net, class_name)
+    emitter = _Emitter(net, class_name, preprocess)
     code = emitter.emit()
     live = build_graph_module(net, emitter.names)
     state = {k: v.detach() for k, v in live.state_dict(keep_vars=False).items()}
+    if emitter.input_mean is not None:
+        state["input_mean"] = torch.from_numpy(emitter.input_mean.copy())
     return EmittedSource(class_name, code, state, emitter.names)
 
 
@@ -330,11 +343,11 @@ def _camel(name: str) -> str:
     return text if text[0].isalpha() else "Net" + text
 
 
-def write_source(net: Net, out_dir: str | Path, stem: str | None = None) -> tuple[Path, Path, EmittedSource]:
+def write_source(net: Net, out_dir: str | Path, stem: str | None = None, preprocess: Any = None) -> tuple[Path, Path, EmittedSource]:
     """Write ``<stem>.py`` and ``<stem>.pth`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    emitted = emit_source(net)
+    emitted = emit_source(net, preprocess=preprocess)
     stem = stem or identifier(net.name)
     py = out / f"{stem}.py"
     pth = out / f"{stem}.pth"
