@@ -108,12 +108,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise Proto2TorchError(f"cannot read reference {args.reference}: {exc}") from None
     if not args.input:
         args.input = [(k[len("input:") :], tuple(v.shape)) for k, v in reference.items() if k.startswith("input:")]
-    net = with_weights(_load(args), args.weights)
+    net = _load(args)
+    fed = _data_layer_inputs(net, reference)
+    if fed:
+        from .ir.shapes import infer_shapes
+
+        reference.update({f"input:{k}": v for k, v in fed.items()})
+        net = infer_shapes(net, {k: v.shape for k, v in fed.items()})
+    net = with_weights(net, args.weights)
     reference_inputs(net, reference)  # fail early when an input is missing
     run = _runner(net, args.backend)
     report = verify_net(net, reference, run, rtol=args.rtol, strict=args.strict)
     print(report.to_json() if args.json else report.table())
     return 0 if report.passed else 1
+
+
+def _data_layer_inputs(net, reference) -> dict:  # noqa: ANN001
+    """Net inputs the reference lacks that the net's data layers produce: their first batch, as Caffe's run read it."""
+    missing = {net.values[v].blob for v in net.inputs} - {k[len("input:") :] for k in reference if k.startswith("input:")}
+    if not missing:
+        return {}
+    from .data.layers import NetFeed
+
+    feed = NetFeed(net)
+    if not feed or not missing <= set(feed.tops()):
+        return {}
+    return {k: v for k, v in next(feed).items() if k in missing}
 
 
 def _runner(net, backend: str):  # noqa: ANN001, ANN202

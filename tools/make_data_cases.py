@@ -62,6 +62,15 @@ layer { name: "data" type: "Data" top: "data" top: "label"
     "data_hdf5": ("hdf5", "TEST", 4, """
 layer { name: "data" type: "HDF5Data" top: "data" top: "label" hdf5_data_param { source: "${DATA}/list.txt" batch_size: 5 } }
 """),
+    "data_lmdb_net": ("lmdb_raw", "TEST", 1, """
+layer { name: "data" type: "Data" top: "data" top: "label"
+  transform_param { scale: 0.0078125 mean_file: "${DATA}/mean.binaryproto" crop_size: 9 }
+  data_param { source: "${DATA}/db" backend: LMDB batch_size: 6 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1" inner_product_param { num_output: 7 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
+"""),
     "data_lmdb_train": ("lmdb_train", "TRAIN", 12, """
 layer { name: "data" type: "Data" top: "data" top: "label"
   transform_param { mirror: true crop_size: 7 mean_file: "${DATA}/mean.binaryproto" scale: 0.5 }
@@ -84,6 +93,17 @@ def make(name: str, out: Path, caffe) -> None:  # noqa: ANN001
     concrete = text.replace("${DATA}", defines["DATA"])
     (work / "net.prototxt").write_text(concrete)
     net = caffe.Net(str(work / "net.prototxt"), caffe.TEST if phase == "TEST" else caffe.TRAIN)
+    if net.params:  # weights from the layers' fillers, drawn by proto2torch (seed 0), as the test draws them again
+        from proto2torch.api import with_weights
+        from proto2torch.caffemodel.writer import write_caffemodel
+        from proto2torch.data.layers import NetFeed
+        from proto2torch.ir.shapes import infer_shapes
+        from proto2torch.prototxt.lower import load_prototxt
+
+        ours = load_prototxt(folder / "net.prototxt", phase=phase, defines=defines)
+        ours = with_weights(infer_shapes(ours, {k: v.shape for k, v in next(NetFeed(ours)).items()}), None)
+        write_caffemodel(work / "w.caffemodel", ((n.name, n.type, n.blobs) for n in ours.nodes if n.blobs))
+        net.copy_from(str(work / "w.caffemodel"))
     expected = {}
     for k in range(count):
         net.forward()
