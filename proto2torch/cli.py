@@ -262,11 +262,22 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _load_plugins(args)
+    main_rank, device = _join_torchrun(args.device)
+    try:
+        return _train(args, main_rank, device)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()  # (gloo's threads abort the process at exit otherwise)
+
+
+def _train(args: argparse.Namespace, main_rank: bool, device: str) -> int:
     from .train import train
     from .train.loop import read_inputs
 
-    _load_plugins(args)
-    main_rank, device = _join_torchrun(args.device)
     inputs = read_inputs(args.inputs) if args.inputs else {}
     options = dict(args.semantics) if args.semantics else None
     result = train(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -259,7 +260,10 @@ def test_two_gloo_ranks_equal_one_process(tmp_path) -> None:
     single, double = tmp_path / "one.npz", tmp_path / "two.npz"
     assert main(["train", str(case.solver), *args, "--record", str(single)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "proto2torch"]
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "proto2torch"]
     run = subprocess.run([*command, "train", str(case.solver), *args, "--record", str(double)], env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = read_npz(single), read_npz(double)

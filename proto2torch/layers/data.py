@@ -3,9 +3,9 @@
 Their tops are the net's inputs: the live module takes them as ``forward`` arguments.
 Input declares its shapes; a data layer's shapes follow from its parameters where they
 can (batch size, crop or resize size, colour), otherwise they stay unknown until given
-(``--input data=1,3,224,224``).  Reading the actual databases, image lists or videos is
-not proto2torch's job: the converted net receives the tensors a data layer would have
-produced.
+(``--input data=1,3,224,224``).  The converted net receives the tensors a data layer
+produces; :mod:`proto2torch.data` reads them from the layer's databases, image lists and
+HDF5 files as Caffe does (``Data``, ``ImageData``, ``HDF5Data``, ``MemoryData``).
 """
 
 from __future__ import annotations

@@ -66,10 +66,13 @@ class Trainer:
         self.world = distributed_world()
         self.forward: torch.nn.Module = model
         if self.world > 1:
+            import inspect
+
             from torch.nn.parallel import DistributedDataParallel
 
             # each rank keeps BatchNorm statistics of its own share, as each of Caffe's GPUs does
-            self.forward = DistributedDataParallel(model, broadcast_buffers=False)  # (on a GPU: the rank's own device)
+            keep_local = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+            self.forward = DistributedDataParallel(model, **{keep_local: False})
 
     @property
     def iteration(self) -> int:
