@@ -183,7 +183,7 @@ class _Builder:
                 )
             if in_place and spec is not None and not spec.in_place_ok:
                 raise GraphError(f"{type_name} cannot work in place (top '{top}' is also its bottom)", _nth_span(layer, "top", j), layer_name)
-            value_id = _fresh_id(top, values)
+            value_id = _fresh_id(top, values, latest)
             values[value_id] = Value(value_id, top)
             latest[top] = value_id
             outputs.append(value_id)
@@ -240,7 +240,7 @@ def _runtime_input_node(layer: Msg, layer_name: str, name: str, values: dict[str
         raise LayerParamError(
             f"the extra input '{blob}' (the data this layer reads from a file) has the name of a blob the net already has", layer.span(), layer_name
         )
-    value_id = _fresh_id(blob, values)
+    value_id = _fresh_id(blob, values, latest)
     values[value_id] = Value(value_id, blob)
     latest[blob] = value_id
     from ..layers.data import InputParams
@@ -277,7 +277,7 @@ def _implicit_input(
         )
     else:
         unsupported = f"bottom '{blob}' of layer '{consumer.get('name')}' is not produced by any layer (a fragment of a larger net, or a misspelt name?)"
-    value_id = _fresh_id(blob, values)
+    value_id = _fresh_id(blob, values, latest)
     values[value_id] = Value(value_id, blob)
     latest[blob] = value_id
     from ..layers.data import InputParams
@@ -285,10 +285,15 @@ def _implicit_input(
     return Node(f"input_{blob}", "Input", InputParams((None,)), (), (value_id,), span=span, unsupported=unsupported)
 
 
-def _fresh_id(blob: str, values: Mapping[str, Value]) -> str:
+def _fresh_id(blob: str, values: Mapping[str, Value], latest: Mapping[str, str] | None = None) -> str:
+    """A value id for a new version of ``blob``: ``blob``, then ``blob@2``, ``blob@3``… The search starts after
+    the blob's latest version, so a chain of n in-place layers costs O(n), not O(n^2)."""
     if blob not in values:
         return blob
     n = 2
+    current = latest.get(blob) if latest is not None else None
+    if current is not None and current.startswith(blob + "@") and current[len(blob) + 1 :].isdigit():
+        n = int(current[len(blob) + 1 :]) + 1
     while f"{blob}@{n}" in values:
         n += 1
     return f"{blob}@{n}"
