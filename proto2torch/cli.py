@@ -47,8 +47,16 @@ def _net_options(p: argparse.ArgumentParser) -> None:
         "--semantics", action="append", type=_pair_arg, default=[], metavar="TYPE=MODE", help="choose a fork's semantics, e.g. Upsample=segnet"
     )
     p.add_argument("--format", choices=("prototxt", "dsl"), default=None, help="input format (default: by file suffix)")
+    _limit_options(p)
     p.add_argument("--dialect", default=None, help="caffe-tensorflow DSL dialect (ethereon, drsleep, pspnet, icnet)")
     _plugin_option(p)
+
+
+def _limit_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("size limits (refused at shape inference, before anything is allocated)")
+    g.add_argument("--max-blob", type=int, default=None, metavar="N", help="elements of one blob (default 2^31 - 1, Caffe's own)")
+    g.add_argument("--max-params", type=int, default=None, metavar="N", help="learned elements of the whole net (default 2^32)")
+    g.add_argument("--max-activations", type=int, default=None, metavar="N", help="elements of all values of a forward pass (default 2^34)")
 
 
 def _plugin_option(p: argparse.ArgumentParser) -> None:
@@ -436,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, metavar="STATE.solverstate", help="continue from a Caffe solver state")
     p.add_argument("--backend", choices=("live", "source"), default="live", help="train the live module or the emitted source")
     p.add_argument("--device", default="cpu", help="where to train: cpu (default) or cuda (under torchrun: each rank's GPU)")
+    _limit_options(p)
     p.add_argument("--semantics", action="append", type=_pair_arg, default=[], metavar="TYPE=MODE", help="choose a fork's semantics")
     _plugin_option(p)
     p.set_defaults(func=cmd_train)
@@ -458,6 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if any(getattr(args, k, None) for k in ("max_blob", "max_params", "max_activations")):
+            from .layers.registry import set_limits
+
+            set_limits(args.max_blob, args.max_params, args.max_activations)
         return int(args.func(args) or 0)
     except Proto2TorchError as exc:
         if args.debug:

@@ -54,3 +54,52 @@ def test_doubling_the_net_at_most_doubles_the_work(work) -> None:
     work(small)  # imports and caches out of the way
     ratio = _lines(work, large) / _lines(work, small)
     assert ratio < 2.3, f"work grew {ratio:.2f}x for twice the layers"
+
+
+HUGE = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: %s kernel_size: 1 } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv1" top: "ip" inner_product_param { num_output: %s } }
+"""
+
+
+@pytest.mark.parametrize(
+    ("conv", "ip", "message"),
+    [
+        ("2000000000", "10", "layer 'conv1': shape [1, 2000000000, 64, 64] has 8,192,000,000,000 elements, over the limit of 2,147,483,647 for one blob"),
+        ("100000", "100000", "layer 'ip': learned blob 0 of shape [100000, 409600000] has 40,960,000,000,000 elements, over the limit"),
+        ("600", "500", "layer 'ip': the net's learned blobs reach 1,228,802,900 elements here, over the limit of 1,000,000,000"),
+    ],
+)
+def test_absurd_sizes_are_refused_before_allocating(conv: str, ip: str, message: str, tmp_path, capsys) -> None:
+    from proto2torch.cli import main
+    from proto2torch.layers.registry import LIMITS
+
+    path = tmp_path / "huge.prototxt"
+    path.write_text(HUGE % (conv, ip))
+    before = (LIMITS.max_blob, LIMITS.max_params, LIMITS.max_activations)
+    try:
+        args = ["--max-params", "1000000000"] if conv == "600" else []
+        assert main(["convert", str(path), "-o", str(tmp_path / "out"), *args]) == 2
+    finally:
+        LIMITS.max_blob, LIMITS.max_params, LIMITS.max_activations = before
+    err = capsys.readouterr().err
+    assert message in err and "huge.prototxt:" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_limits_can_be_raised_for_a_real_giant(tmp_path) -> None:
+    from proto2torch.layers.registry import LIMITS, set_limits
+    from proto2torch.prototxt.lower import load_prototxt
+
+    path = tmp_path / "big.prototxt"
+    path.write_text(HUGE % ("64", "100"))
+    before = (LIMITS.max_blob, LIMITS.max_params, LIMITS.max_activations)
+    try:
+        set_limits(max_params=1000)
+        with pytest.raises(Exception, match="over the limit of 1,000"):
+            load_prototxt(path)
+        set_limits(max_params=10**9)
+        assert load_prototxt(path).nodes[-1].name == "ip"
+    finally:
+        LIMITS.max_blob, LIMITS.max_params, LIMITS.max_activations = before

@@ -9,10 +9,11 @@ Shape errors carry the layer's name and position.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
-from ..errors import GraphError, LayerParamError, Proto2TorchError, ShapeError
-from ..layers.registry import check_shape, lookup
+from ..errors import GraphError, LayerParamError, LimitError, Proto2TorchError, ShapeError
+from ..layers.registry import LIMITS, check_shape, lookup
 from .graph import Net, Node, Shape
 
 
@@ -25,6 +26,7 @@ def infer_shapes(net: Net, inputs: Mapping[str, Sequence[int]] | None = None) ->
         raise GraphError(f"no net input named {', '.join(map(repr, unknown))}; the inputs are {', '.join(sorted(known_inputs)) or 'none'}")
     values = dict(net.values)
     nodes = []
+    totals = _Totals()
     for node in net.nodes:
         if node.is_input:
             node = _reshape_input(node, net, overrides)
@@ -37,6 +39,7 @@ def infer_shapes(net: Net, inputs: Mapping[str, Sequence[int]] | None = None) ->
         out_shapes: list[Shape | None] = [None] * len(node.outputs)
         if node.unsupported is None and all(s is not None for s in in_shapes):
             out_shapes = list(_infer_node(node, in_shapes))  # type: ignore[arg-type]
+            totals.add(node, in_shapes, out_shapes)  # type: ignore[arg-type]
         for v, shape in zip(node.outputs, out_shapes):
             values[v] = dataclasses.replace(values[v], shape=shape)
         nodes.append(node)
@@ -52,7 +55,7 @@ def _infer_node(node: Node, in_shapes: list[Shape]) -> list[Shape]:
             raise ShapeError(f"{node.type} produces {len(out)} outputs but the layer names {len(node.outputs)} tops")
         # a spec gives shapes for all the tops it can have; the layer may name fewer
         return [check_shape(s) for s in out[: len(node.outputs)]]
-    except (ShapeError, LayerParamError) as exc:
+    except (ShapeError, LayerParamError, LimitError) as exc:
         if exc.where is not None:
             raise
         shapes = ", ".join(str(list(s)) for s in in_shapes)
@@ -61,6 +64,41 @@ def _infer_node(node: Node, in_shapes: list[Shape]) -> list[Shape]:
         raise
     except (ValueError, TypeError, IndexError, ZeroDivisionError, OverflowError) as exc:  # a bug in a spec, shown with context
         raise ShapeError(f"shape inference failed for {node.type}: {exc}", node.span, node.name) from exc
+
+
+class _Totals:
+    """Running sums of learned and activation elements, refused past the limits (before anything is allocated)."""
+
+    def __init__(self) -> None:
+        self.params = 0
+        self.activations = 0
+
+    def add(self, node: Node, in_shapes: list[Shape], out_shapes: list[Shape]) -> None:
+        spec = lookup(node.type)
+        try:
+            learned = spec.weight_shapes(node.params, in_shapes) if spec is not None else []
+        except (ShapeError, LayerParamError, ValueError, TypeError, IndexError):
+            learned = []  # reported where the weights are attached
+        for i, shape in enumerate(learned):
+            n = math.prod(shape)
+            if n > LIMITS.max_blob:
+                raise LimitError(
+                    f"learned blob {i} of shape {list(shape)} has {n:,} elements, over the limit of {LIMITS.max_blob:,} for one blob (--max-blob)",
+                    node.span,
+                    node.name,
+                )
+            self.params += n
+        if self.params > LIMITS.max_params:
+            raise LimitError(
+                f"the net's learned blobs reach {self.params:,} elements here, over the limit of {LIMITS.max_params:,} (--max-params)", node.span, node.name
+            )
+        self.activations += sum(math.prod(s) for s in out_shapes)
+        if self.activations > LIMITS.max_activations:
+            raise LimitError(
+                f"the net's values reach {self.activations:,} elements here, over the limit of {LIMITS.max_activations:,} (--max-activations)",
+                node.span,
+                node.name,
+            )
 
 
 def _reshape_input(node: Node, net: Net, overrides: Mapping[str, Shape]) -> Node:
@@ -82,7 +120,7 @@ def _reshape_input(node: Node, net: Net, overrides: Mapping[str, Shape]) -> Node
 def check_shape_of(name: str, shape: Sequence[int]) -> Shape:
     try:
         return check_shape(shape)
-    except ShapeError as exc:
-        raise ShapeError(f"input '{name}': {exc.message}") from None
+    except (ShapeError, LimitError) as exc:
+        raise type(exc)(f"input '{name}': {exc.message}") from None
 
 

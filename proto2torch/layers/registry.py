@@ -24,8 +24,33 @@ if TYPE_CHECKING:
 
 Shape = tuple[int, ...]
 
-MAX_ELEMENTS = 2**40
-"""No blob may claim more elements than this (about 4 TB of float32)."""
+@dataclass
+class SizeLimits:
+    """What a net may claim, checked at shape inference before anything is allocated.
+
+    ``max_blob``: elements of one blob, a value or a learned blob (Caffe's own limit, INT_MAX);
+    ``max_params``: learned elements of the whole net (16 GiB of float32); ``max_activations``:
+    elements of all values of one forward pass together (64 GiB).  Real nets stay far below;
+    raise them with :func:`set_limits` (``--max-blob``, ``--max-params``, ``--max-activations``)
+    for a real giant.
+    """
+
+    max_blob: int = 2**31 - 1
+    max_params: int = 2**32
+    max_activations: int = 2**34
+
+
+LIMITS = SizeLimits()
+
+
+def set_limits(max_blob: int | None = None, max_params: int | None = None, max_activations: int | None = None) -> SizeLimits:
+    """Change the size limits (None keeps one); returns the limits in force."""
+    for name, value in (("max_blob", max_blob), ("max_params", max_params), ("max_activations", max_activations)):
+        if value is not None:
+            if value <= 0:
+                raise ValueError(f"{name} must be positive")
+            setattr(LIMITS, name, int(value))
+    return LIMITS
 
 
 @dataclass(frozen=True)
@@ -290,7 +315,9 @@ def check_shape(shape: Sequence[int]) -> Shape:
     shape = tuple(int(d) for d in shape)
     if any(d <= 0 for d in shape):
         raise ShapeError(f"shape {list(shape)} has a dimension that is zero or negative")
-    if count(shape) > MAX_ELEMENTS:
-        raise ShapeError(f"shape {list(shape)} has more than {MAX_ELEMENTS} elements")
+    if count(shape) > LIMITS.max_blob:
+        from ..errors import LimitError
+
+        raise LimitError(f"shape {list(shape)} has {count(shape):,} elements, over the limit of {LIMITS.max_blob:,} for one blob (--max-blob)")
     return shape
 
