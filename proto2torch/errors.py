@@ -156,3 +156,25 @@ class DataError(Proto2TorchError, ValueError):
 class LimitError(Proto2TorchError, ValueError):
     """Input exceeds one of the safety limits (size, nesting depth, element count)."""
 
+
+
+def guarded(what: str):  # noqa: ANN201
+    """Decorator for front-end entry points: Python's own RecursionError, MemoryError and OverflowError
+    become a :class:`LimitError` naming the input (the first argument, a path or a file name keyword)."""
+    import functools
+
+    def wrap(fn):  # noqa: ANN001, ANN202
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            try:
+                return fn(*args, **kwargs)
+            except (RecursionError, MemoryError, OverflowError) as exc:
+                name = kwargs.get("filename") or (args[1] if len(args) > 1 and isinstance(args[1], str) else None)
+                if name is None and args and not isinstance(args[0], (bytes, bytearray)) and len(str(args[0])) < 4096:
+                    name = str(args[0])
+                kind = {RecursionError: "nested too deeply", MemoryError: "too large for memory"}.get(type(exc), "a number out of range")
+                raise LimitError(f"{name or 'the input'}: {what} failed: the input is {kind} ({type(exc).__name__})") from None
+
+        return inner
+
+    return wrap

@@ -103,3 +103,28 @@ def test_limits_can_be_raised_for_a_real_giant(tmp_path) -> None:
         assert load_prototxt(path).nodes[-1].name == "ip"
     finally:
         LIMITS.max_blob, LIMITS.max_params, LIMITS.max_activations = before
+
+
+def test_a_dsl_chain_of_20000_calls_reads_without_recursion(tmp_path) -> None:
+    from proto2torch.dsl import load_dsl
+
+    body = "".join(f"             .relu(name='r{i}')\n" for i in range(20000))
+    path = tmp_path / "chain.py"
+    path.write_text(f"from kaffe.tensorflow import Network\n\nclass Deep(Network):\n    def setup(self):\n        (self.feed('data')\n{body}        )\n")
+    net = load_dsl(path, inputs={"data": (1, 3, 4, 4)})
+    assert len(net.nodes) == 20001
+
+
+@pytest.mark.parametrize("error", [RecursionError, MemoryError, OverflowError])
+def test_python_resource_errors_become_typed_errors(error, monkeypatch, tmp_path) -> None:
+    from proto2torch.errors import LimitError
+    from proto2torch.prototxt import lower
+
+    def explode(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise error("boom")
+
+    monkeypatch.setattr(lower, "upgrade_net", explode)
+    path = tmp_path / "net.prototxt"
+    path.write_text('layer { name: "a" type: "Input" top: "a" }\n')
+    with pytest.raises(LimitError, match=rf"net.prototxt: reading the prototxt failed: .*\({error.__name__}\)"):
+        lower.load_prototxt(path)

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import ByteOffset, WeightError
+from ..errors import ByteOffset, WeightError, guarded
 from ..progress import Progress
 from ..prototxt.schema import ENUMS
 from ..prototxt.upgrade import V0_TYPES, V1_TYPES
@@ -68,6 +68,7 @@ def load_caffemodel(path: str | Path, progress: bool = True) -> dict[str, list[n
     return read_caffemodel(path, progress=progress).as_dict()
 
 
+@guarded("reading the caffemodel")
 def read_caffemodel(path: str | Path, progress: bool = True) -> CaffeModel:
     path = str(path)
     try:
@@ -82,6 +83,7 @@ def read_caffemodel(path: str | Path, progress: bool = True) -> CaffeModel:
         return _WireReader(handle, size, path, bar if progress else None).net()
 
 
+@guarded("reading the caffemodel")
 def read_caffemodel_bytes(data: bytes, name: str = "<bytes>") -> CaffeModel:
     return _WireReader(io.BytesIO(data), len(data), name, None).net()
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DSLError, Proto2TorchError
+from ..errors import DSLError, Proto2TorchError, guarded
 from ..ir.graph import Net, Node, Value, compute_outputs
 from ..ir.shapes import check_shape_of, infer_shapes
 from ..layers.activations import DropoutParams, PReLUParams, SlopeParams
@@ -400,6 +400,7 @@ def detect_dialect(module: Module, setup: FuncDef) -> tuple[str, str]:
     return "ethereon", "no dialect-specific method is used (caffe-tensorflow's reference Network)"
 
 
+@guarded("reading the caffe-tensorflow model")
 def load_dsl(
     path: str | Path,
     *,
@@ -417,6 +418,7 @@ def load_dsl(
     return net_from_dsl(data, str(path), inputs=inputs, dialect=dialect, defines=defines, class_name=class_name)
 
 
+@guarded("reading the caffe-tensorflow model")
 def net_from_dsl(
     text: str | bytes,
     filename: str = "<dsl>",

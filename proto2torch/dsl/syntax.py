@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Token, v_args
 from lark.indenter import Indenter
+from lark.visitors import Transformer_NonRecursive
 
 from ..errors import DSLError, LimitError, SourceSpan
 from ..resources import grammar_text
@@ -188,7 +189,7 @@ class _Indenter(Indenter):
 
 
 @v_args(meta=True)
-class _ToAst(Transformer):
+class _ToAst(Transformer_NonRecursive):
     """Parse tree → frozen records; positions come from ``meta``."""
 
     def __default__(self, data, children, meta):  # noqa: ANN001, ANN204

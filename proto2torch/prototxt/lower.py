@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..errors import GraphError, LayerParamError, Proto2TorchError, SchemaError, UnsupportedFeature
+from ..errors import GraphError, LayerParamError, Proto2TorchError, SchemaError, UnsupportedFeature, guarded
 from ..ir.graph import Net, Node, Value, compute_outputs
 from ..ir.shapes import infer_shapes
 from ..layers.registry import ParseContext, count_problem, lookup, lookup_python, python_class, registered
@@ -20,6 +20,7 @@ from .textformat import parse_text
 from .upgrade import layer_included, upgrade_net
 
 
+@guarded("reading the prototxt")
 def load_prototxt(
     path: str | Path,
     *,
@@ -43,6 +44,7 @@ def load_prototxt(
     return net_from_text(data, str(path), phase=phase, level=level, stages=stages, inputs=inputs, defines=defines, options=options)
 
 
+@guarded("reading the prototxt")
 def net_from_text(
     text: str | bytes,
     filename: str = "<text>",

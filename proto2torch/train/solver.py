@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SolverError, SourceSpan
+from ..errors import SolverError, SourceSpan, guarded
 from ..prototxt.message import Msg
 from ..prototxt.schema import bind, define
 from ..prototxt.textformat import parse_text
@@ -156,6 +156,7 @@ class SolverConfig:
         return current_step
 
 
+@guarded("reading the solver")
 def load_solver(path: str | Path) -> SolverConfig:
     """Read and check a ``solver.prototxt``."""
     path = Path(path)
@@ -168,6 +169,7 @@ def load_solver(path: str | Path) -> SolverConfig:
     return solver_from_text(data, str(path), base_dir=path.parent)
 
 
+@guarded("reading the solver")
 def solver_from_text(text: str | bytes, filename: str = "<solver>", base_dir: str | Path | None = None) -> SolverConfig:
     from ..layers.registry import registered
 
