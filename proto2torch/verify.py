@@ -171,8 +171,7 @@ def verify_net(
                 if nudged is None:
                     nudged = {k: v.detach().cpu().numpy() for k, v in run(_nudge(inputs)).items()}
                 result.sensitivity = float(np.abs(nudged[mine].reshape(got.shape).astype(np.float64) - got).max())
-                if result.sensitivity > tol:
-                    _judge_ill_conditioned(net, writers, {**(support or {}), **reference}, result, tol)
+                _judge(net, writers, {**(support or {}), **reference}, result, tol)
         report.blobs.append(result)
     return report
 
@@ -198,19 +197,25 @@ def _final_writers(net: Net) -> dict[str, list[Node]]:
     return out
 
 
-def _judge_ill_conditioned(net: Net, writers: list[Node], reference: Mapping[str, np.ndarray], result: BlobResult, tol: float) -> None:
+def _judge(net: Net, writers: list[Node], reference: Mapping[str, np.ndarray], result: BlobResult, tol: float) -> None:
+    """A blob over the tolerance: rerun its layers on the reference's own inputs.  Right there means the
+    difference came in with the inputs and grew (accumulated rounding: "ill-conditioned"); wrong there
+    means this layer is wrong.  Both numbers are reported."""
     local = layer_local_error(net, writers, reference)
     sens = f"a one-ulp input change moves it by {result.sensitivity:.3g}"
     if local is None:
-        result.status = "unverifiable"
-        result.detail = f"ill-conditioned: {sens}; the reference lacks the inputs of '{writers[0].name}' for a layer-local check"
-    elif local <= tol:
+        if result.sensitivity is not None and result.sensitivity > tol:
+            result.status = "unverifiable"
+            result.detail = f"ill-conditioned: {sens}; the reference lacks the inputs of '{writers[0].name}' for a layer-local check"
+        else:
+            result.detail = f"{sens}; the reference lacks the inputs of '{writers[0].name}' for a layer-local check"
+        return
+    result.local_error = local
+    if local <= tol:
         result.status = "ill-conditioned"
-        result.local_error = local
-        result.detail = f"{sens}; layer-local max|diff| {local:.3g} ok"
+        result.detail = f"accumulated rounding: this layer is right on the reference's inputs (layer-local max|diff| {local:.3g}); {sens}"
     else:
-        result.local_error = local
-        result.detail = f"ill-conditioned ({sens}), and wrong layer-locally too: max|diff| {local:.3g}"
+        result.detail = f"this layer is wrong: on the reference's own inputs max|diff| is {local:.3g} (tolerance {tol:.3g}); {sens}"
 
 
 def layer_local_error(net: Net, writers: list[Node], reference: Mapping[str, np.ndarray]) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from proto2torch.cli import main
 from proto2torch.conformance import Case
@@ -71,3 +72,35 @@ def test_cli_verify_reports_first_diverging_layer(tmp_path, capsys) -> None:
     assert code == 1
     assert report["first_diverging_layer"] == "conv2"
     assert not report["passed"]
+
+
+def test_a_blob_over_tolerance_is_classified_by_its_layer_on_the_reference_inputs(tmp_path) -> None:
+    """pool1's reference is off by more than the tolerance (a wrong layer); conv2's reference is conv2 of
+    that value, so ours misses it end to end too, but conv2 is right on its reference input: accumulated, not wrong."""
+    from proto2torch.verify import _run_node
+
+    case = Case.load(CASES_DIR / "net_lenet")
+    net = case_net(case, tmp_path)
+    full = case_reference(case)
+    tol = 1e-4 * max(1.0, float(np.abs(full["pool1"]).max()))
+    shifted = (full["pool1"] + 3 * tol).astype(np.float32)
+    conv2 = _run_node(net, net.node("conv2"), [torch.from_numpy(shifted)])[0].numpy()
+    reference = {"input:data": full["input:data"], "pool1": shifted, "conv2": conv2}
+    report = verify_net(net, reference, live_runner(net), rtol=1e-4)
+    status = {b.blob: b for b in report.blobs}
+    assert status["pool1"].status == "MISMATCH" and "lacks the inputs of 'pool1'" in status["pool1"].detail  # (conv1 is not in the reference)
+    assert status["conv2"].max_abs > status["conv2"].tolerance
+    assert status["conv2"].status == "ill-conditioned" and status["conv2"].local_error <= status["conv2"].tolerance
+    assert "accumulated rounding" in status["conv2"].detail and status["conv2"].sensitivity is not None
+    assert not report.passed and report.first_divergence.layer == "pool1"
+
+
+def test_a_wrong_layer_is_named_with_both_numbers(tmp_path) -> None:
+    case = Case.load(CASES_DIR / "net_lenet")
+    net = case_net(case, tmp_path)
+    full = case_reference(case)
+    tol = 1e-4 * max(1.0, float(np.abs(full["conv2"]).max()))
+    reference = {"input:data": full["input:data"], "pool1": full["pool1"], "conv2": (full["conv2"] + 3 * tol).astype(np.float32)}
+    result = next(b for b in verify_net(net, reference, live_runner(net), rtol=1e-4).blobs if b.blob == "conv2")
+    assert result.status == "MISMATCH" and result.local_error is not None and result.local_error > result.tolerance
+    assert "this layer is wrong" in result.detail and "one-ulp input change" in result.detail
