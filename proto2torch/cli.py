@@ -8,6 +8,7 @@ schema, graph, shape, weights…), printed without a traceback (``--debug`` show
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -272,14 +273,22 @@ def cmd_passes(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     _load_plugins(args)
     main_rank, device = _join_torchrun(args.device)
-    try:
-        return _train(args, main_rank, device)
-    finally:
-        import torch.distributed as dist
+    import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()  # (gloo's threads abort the process at exit otherwise)
+    if not (dist.is_available() and dist.is_initialized()):
+        return _train(args, main_rank, device)
+    try:
+        code = _train(args, main_rank, device)
+    except Proto2TorchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # a rank leaves without running C++ static destructors: gloo's threads can abort the process there
+    # ("terminate called without an active exception") after the work is done and written
+    os._exit(code)
 
 
 def _train(args: argparse.Namespace, main_rank: bool, device: str) -> int:

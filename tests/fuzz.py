@@ -1,4 +1,4 @@
-"""Mutation fuzzing of every reader: prototxt text and caffemodel bytes.
+"""Mutation fuzzing of every reader: prototxt, DSL and solver text; caffemodel, solverstate, binaryproto and Datum bytes.
 
     python -m tests.fuzz --minutes 10            # a long run (prints the counts)
     python -m tests.fuzz --prototxt 500 --caffemodel 200 --seed 1
@@ -114,6 +114,39 @@ def mutate_bytes(rng: random.Random, data: bytes) -> bytes:
     return bytes(buf)
 
 
+def _v(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    return _v(number << 3 | 2) + _v(len(payload)) + payload
+
+
+def structured_lie(rng: random.Random, data: bytes) -> bytes:
+    """A well-formed caffemodel that lies: shapes over short payloads, negative dims, odd packed lengths, V1 and V2
+    mixed, a layer repeated 10^5 times."""
+    kind = rng.randrange(5)
+    head = _len_field(1, b"fuzz") + _len_field(2, b"Convolution")
+    if kind == 0:  # a blob claiming 10^12 elements over 8 bytes
+        blob = _len_field(7, _len_field(1, _v(10**6) + _v(10**6))) + _len_field(5, b"\0" * 8)
+        return data + _len_field(100, head + _len_field(7, blob))
+    if kind == 1:  # a negative dimension, as a 10-byte varint
+        blob = _len_field(7, _len_field(1, _v(-1) + _v(4))) + _len_field(5, b"\0" * 16)
+        return data + _len_field(100, head + _len_field(7, blob))
+    if kind == 2:  # packed floats whose length is not a multiple of 4
+        blob = _len_field(7, _len_field(1, _v(2))) + _len_field(5, b"\0" * 9)
+        return data + _len_field(100, head + _len_field(7, blob))
+    if kind == 3:  # a V1 'layers' entry in a V2 file
+        return data + _len_field(2, _len_field(4, b"old") + _v(5 << 3) + _v(4))
+    return data + _len_field(100, head) * 100_000  # one small layer, 10^5 times
+
+
 class Hang(Exception):
     pass
 
@@ -138,8 +171,15 @@ def check_prototxt(text: str) -> str:
             return "loaded"
         build_graph_module(with_weights(net, None))
         return "built"
-    except Proto2TorchError:
-        return "refused"
+    except Proto2TorchError as exc:
+        return _refused(exc)
+
+
+def _refused(exc: Proto2TorchError, outcome: str = "refused") -> str:
+    """A typed refusal, unless it stands for Python running out of memory (which fuzzing must see)."""
+    if "(MemoryError)" in str(exc):
+        raise MemoryError(str(exc))
+    return outcome
 
 
 def _blob_shapes(net, node) -> list[tuple[int, ...]]:  # noqa: ANN001
@@ -157,13 +197,68 @@ def check_caffemodel(data: bytes, net) -> str:  # noqa: ANN001
 
     try:
         model = read_caffemodel_bytes(data, "<fuzz>.caffemodel")
-    except Proto2TorchError:
-        return "refused"
+    except Proto2TorchError as exc:
+        return _refused(exc)
     try:
         with_weights(net, model)
         return "loaded"
-    except Proto2TorchError:
-        return "refused (weights do not fit)"
+    except Proto2TorchError as exc:
+        return _refused(exc, "refused (weights do not fit)")
+
+
+def check_text(kind: str, text: str) -> str:
+    """A mutated DSL or solver file: 'loaded' or 'refused'."""
+    try:
+        if kind == "dsl":
+            from proto2torch.dsl import net_from_dsl
+            from proto2torch.summary import summary_table
+
+            summary_table(net_from_dsl(text, "<fuzz>.py"))
+        else:
+            from proto2torch.train.solver import solver_from_text
+
+            solver_from_text(text, "<fuzz>.prototxt", CASES / "train_solver_adam")
+        return "loaded"
+    except Proto2TorchError as exc:
+        return _refused(exc)
+
+
+def check_binary(kind: str, data: bytes, tmp: Path) -> str:
+    """A mutated solverstate, binaryproto or Datum: 'loaded' or 'refused'."""
+    from proto2torch.caffemodel.reader import read_blobproto, read_solverstate
+    from proto2torch.data.datum import parse_datum
+
+    try:
+        if kind == "datum":
+            parse_datum(data, "<fuzz> record")
+        else:
+            path = tmp / f"fuzz.{kind}"
+            path.write_bytes(data)
+            (read_solverstate if kind == "solverstate" else read_blobproto)(path)
+        return "loaded"
+    except Proto2TorchError as exc:
+        return _refused(exc)
+
+
+def seeds_other(tmp: Path) -> dict[str, list[tuple[str, object]]]:
+    """Seeds of the other families: DSL files, solver files, a solverstate, a mean file, Datums."""
+    import numpy as np
+
+    from proto2torch.caffemodel.writer import write_solverstate
+    from proto2torch.data.datum import datum_bytes, write_mean
+
+    dsl = [(p.name, p.read_text(errors="replace")) for p in sorted((DATA / "dsl").glob("*.py"))]
+    solvers = [(p.parent.name, p.read_text()) for p in sorted(CASES.glob("train_*/solver.prototxt"))]
+    write_solverstate(tmp / "s.solverstate", 3, "x.caffemodel", [np.ones((4, 3), np.float32), np.zeros(5, np.float32)], 1)
+    write_mean(tmp / "m.binaryproto", np.ones((3, 4, 5), np.float32))
+    image = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
+    return {
+        "dsl": dsl,
+        "solver": solvers,
+        "solverstate": [("solverstate", (tmp / "s.solverstate").read_bytes())],
+        "binaryproto": [("mean", (tmp / "m.binaryproto").read_bytes())],
+        "datum": [("raw", datum_bytes(image, 3)), ("float", datum_bytes(image.astype(np.float32), 1)), ("encoded", datum_bytes(b"\x89PNG....", 2, encoded=True))],
+    }
 
 
 @dataclass
@@ -185,7 +280,18 @@ def run_case(tally: Tally, what: str, check: Callable[[], str], payload: bytes, 
     signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, hang_seconds)
     try:
-        tally.add(check())
+        outcome = check()
+        tally.add(outcome)
+    except Proto2TorchError as exc:  # (a check that lets one through)
+        tally.add("refused")
+        exc_text = str(exc)
+        if "(MemoryError)" in exc_text:
+            tally.counts["refused"] -= 1
+            tally.add("OUT-OF-MEMORY")
+            tally.failures.append((what, exc_text, payload))
+    except MemoryError:
+        tally.add("OUT-OF-MEMORY")
+        tally.failures.append((what, traceback.format_exc(), payload))
     except Hang:
         tally.add("HANG")
         tally.failures.append((what, f"no result after {hang_seconds} s", payload))
@@ -219,33 +325,52 @@ def seeds_caffemodel(workdir: Path) -> list[tuple[str, bytes, object]]:
     return out
 
 
+FAMILIES = ("prototxt", "caffemodel", "dsl", "solver", "solverstate", "binaryproto", "datum")
+
+
 def fuzz(
     prototxt_cases: int, caffemodel_cases: int, seed: int, deadline: float | None = None, hang_seconds: float = 30.0
 ) -> tuple[Tally, Tally]:
-    """Run the mutations (until both counts are reached, or until ``deadline`` when given)."""
+    """Run the prototxt and caffemodel mutations (until both counts are reached, or until ``deadline`` when given)."""
+    tallies = fuzz_all({"prototxt": prototxt_cases, "caffemodel": caffemodel_cases}, seed, deadline, hang_seconds)
+    return tallies["prototxt"], tallies["caffemodel"]
+
+
+def fuzz_all(targets: dict[str, int], seed: int, deadline: float | None = None, hang_seconds: float = 30.0) -> dict[str, Tally]:
+    """Mutations of every family in ``targets`` (family → count), interleaved."""
     rng = random.Random(seed)
-    texts = seeds_prototxt()
-    text_tally, bytes_tally = Tally(), Tally()
+    tallies = {family: Tally() for family in targets}
     with tempfile.TemporaryDirectory(prefix="proto2torch-fuzz-") as tmp:
-        models = seeds_caffemodel(Path(tmp))
-        for kind in _schedule(rng, prototxt_cases, caffemodel_cases, deadline):
+        work = Path(tmp)
+        texts = seeds_prototxt() if targets.get("prototxt") else []
+        models = seeds_caffemodel(work) if targets.get("caffemodel") else []
+        others = seeds_other(work)
+        for kind in _schedule(rng, targets, deadline):
+            tally = tallies[kind]
             if kind == "prototxt":
                 name, text = rng.choice(texts)
                 mutated = mutate_text(rng, text)
-                run_case(text_tally, name, lambda mutated=mutated: check_prototxt(mutated), mutated.encode("utf-8", "surrogatepass"), hang_seconds)
-            else:
+                run_case(tally, name, lambda mutated=mutated: check_prototxt(mutated), mutated.encode("utf-8", "surrogatepass"), hang_seconds)
+            elif kind == "caffemodel":
                 name, data, net = rng.choice(models)
-                mutated_bytes = mutate_bytes(rng, data)
-                run_case(bytes_tally, name, lambda mutated_bytes=mutated_bytes, net=net: check_caffemodel(mutated_bytes, net), mutated_bytes, hang_seconds)
-    return text_tally, bytes_tally
+                lie = rng.random() < 0.2
+                mutated_bytes = structured_lie(rng, data) if lie else mutate_bytes(rng, data)
+                run_case(tally, name, lambda mutated_bytes=mutated_bytes, net=net: check_caffemodel(mutated_bytes, net), mutated_bytes, hang_seconds)
+            elif kind in ("dsl", "solver"):
+                name, text = rng.choice(others[kind])
+                mutated = mutate_text(rng, text)  # type: ignore[arg-type]
+                run_case(tally, name, lambda kind=kind, mutated=mutated: check_text(kind, mutated), mutated.encode("utf-8", "surrogatepass"), hang_seconds)
+            else:
+                name, data = rng.choice(others[kind])
+                mutated_bytes = mutate_bytes(rng, data)  # type: ignore[arg-type]
+                run_case(tally, name, lambda kind=kind, b=mutated_bytes: check_binary(kind, b, work), mutated_bytes, hang_seconds)
+    return tallies
 
 
-def _schedule(rng: random.Random, texts: int, models: int, deadline: float | None) -> Iterator[str]:
+def _schedule(rng: random.Random, targets: dict[str, int], deadline: float | None) -> Iterator[str]:
     """The kinds of case to run, interleaved in proportion to their targets, until every target
     is reached (and the deadline, if any, has passed)."""
-    target = {"prototxt": texts, "caffemodel": models}
-    if not any(target.values()):
-        target = {"prototxt": 5, "caffemodel": 1}
+    target = dict(targets) if any(targets.values()) else {"prototxt": 5, "caffemodel": 1}
     done = dict.fromkeys(target, 0)
     while not (all(done[k] >= target[k] for k in done) and (deadline is None or time.monotonic() > deadline)):
         kind = min(done, key=lambda k: done[k] / target[k] if target[k] else math.inf)
@@ -253,12 +378,18 @@ def _schedule(rng: random.Random, texts: int, models: int, deadline: float | Non
         yield kind
 
 
-def report(text_tally: Tally, bytes_tally: Tally) -> str:
+def report(tallies: dict[str, Tally]) -> str:
     lines = []
-    for what, tally in (("prototxt", text_tally), ("caffemodel", bytes_tally)):
+    for what, tally in tallies.items():
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(tally.counts.items()))
         lines.append(f"{what}: {tally.total} mutated inputs ({outcomes}); slowest case {tally.slowest:.2f} s")
     return "\n".join(lines)
+
+
+def peak_memory_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,15 +397,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None, help="run at least this long (and at least the counts below)")
     parser.add_argument("--prototxt", type=int, default=10_000, help="mutated prototxt inputs (at least)")
     parser.add_argument("--caffemodel", type=int, default=2_000, help="mutated caffemodel inputs (at least)")
+    for family in FAMILIES[2:]:
+        parser.add_argument(f"--{family}", type=int, default=500, help=f"mutated {family} inputs (at least)")
+    parser.add_argument("--memory-gib", type=float, default=4.0, help="address-space limit (resource.setrlimit): an unbounded allocation fails")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--hang-seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=Path("fuzz-failures"))
     args = parser.parse_args(argv)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
-    print(f"seed {args.seed}", flush=True)
-    text_tally, bytes_tally = fuzz(args.prototxt, args.caffemodel, args.seed, deadline, args.hang_seconds)
-    print(report(text_tally, bytes_tally))
-    failures = text_tally.failures + bytes_tally.failures
+    import resource
+
+    import torch  # noqa: F401  (imported before the limit: its libraries map much address space once)
+
+    limit = int(args.memory_gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    print(f"seed {args.seed}, address space limited to {args.memory_gib:g} GiB", flush=True)
+    targets = {family: getattr(args, family) for family in FAMILIES}
+    tallies = fuzz_all(targets, args.seed, deadline, args.hang_seconds)
+    print(report(tallies))
+    print(f"peak resident memory {peak_memory_mib():.0f} MiB")
+    failures = [f for tally in tallies.values() for f in tally.failures]
     if failures:
         args.out.mkdir(parents=True, exist_ok=True)
         for i, (what, why, payload) in enumerate(failures):

@@ -148,3 +148,47 @@ def test_arbitrary_bytes_raise_only_typed_errors(data: bytes) -> None:
         read_caffemodel_bytes(data, "any.caffemodel")
     except Proto2TorchError:
         pass
+
+
+# --- regression cases the fuzzer found (second pass: solver, DSL, binary families) -------------------
+
+def test_fuzz_find_bad_octal_number_is_a_located_parse_error() -> None:
+    import pytest
+
+    from proto2torch.errors import ParseError
+    from proto2torch.prototxt.textformat import parse_text
+
+    with pytest.raises(ParseError, match=r"x.prototxt:1:10: 08 is not a number"):
+        parse_text("base_lr: 08\n", "x.prototxt")
+
+
+def test_fuzz_find_solver_placeholders_and_impossible_paths(tmp_path) -> None:
+    import pytest
+
+    from proto2torch.errors import SolverError
+    from proto2torch.train.solver import solver_from_text
+
+    with pytest.raises(SolverError, match=r"s.prototxt:2:1: field 'display' takes a int64, not 'inf'"):
+        solver_from_text('net: "n.prototxt"\ndisplay: inf\n', "s.prototxt", tmp_path)
+    with pytest.raises(SolverError, match="does not exist"):
+        solver_from_text(f'net: "{"a" * 5000}"\nbase_lr: 1\nlr_policy: "fixed"\n', "s.prototxt", tmp_path)
+
+
+def test_bounded_fuzzing_of_the_other_families() -> None:
+    tallies = fuzz.fuzz_all({"dsl": 60, "solver": 200, "solverstate": 100, "binaryproto": 100, "datum": 150}, seed=11, hang_seconds=30)
+    failures = [f for t in tallies.values() for f in t.failures]
+    assert not failures, failures[0][1]
+    assert all(t.counts.get("loaded", 0) > 0 for k, t in tallies.items() if k != "dsl")
+
+
+def test_structured_caffemodel_lies_are_refused(tmp_path) -> None:
+    import random
+
+    models = fuzz.seeds_caffemodel(tmp_path)
+    name, data, net = next(m for m in models if m[0] == "net_lenet")
+    rng = random.Random(0)
+    tally = fuzz.Tally()
+    for _ in range(25):
+        lie = fuzz.structured_lie(rng, data)
+        fuzz.run_case(tally, name, lambda lie=lie: fuzz.check_caffemodel(lie, net), lie, hang_seconds=30)
+    assert not tally.failures, tally.failures[0][1]

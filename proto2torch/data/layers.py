@@ -23,11 +23,18 @@ from .transform import DataTransformer, TransformParams
 SUPPORTED = ("Data", "ImageData", "HDF5Data", "MemoryData")
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL
+        return False
+
+
 def _path(name: str, base: Path | None) -> Path:
     path = Path(name)
-    if path.exists() or path.is_absolute() or base is None:
+    if _exists(path) or path.is_absolute() or base is None:
         return path
-    return base / path if (base / path).exists() else path
+    return base / path if _exists(base / path) else path
 
 
 class LayerFeed:

@@ -94,10 +94,17 @@ class _ToMsg(Transformer):
         return text
 
     def number(self, tok: Token) -> int | float:
-        return _number(tok)
+        return self._checked(tok)
 
     def neg_number(self, tok: Token) -> int | float:
-        return -_number(tok)
+        return -self._checked(tok)
+
+    def _checked(self, tok: Token) -> int | float:
+        try:
+            return _number(tok)
+        except ValueError:
+            where = SourceSpan(self.source.name, tok.line, tok.column, self.source.text)
+            raise ParseError(f"{tok!s} is not a number (a leading 0 means octal, whose digits are 0-7)", where) from None
 
     def ident(self, tok: Token) -> Ident:
         return Ident(tok)
@@ -268,7 +275,10 @@ def _fast_parse(text: str, source: Source) -> Msg | None:
         if first in "\"'":
             value: Any = _unescape(raw[1:-1])
         elif _FAST_NUMBER.match(raw):
-            value = -_number(raw[1:]) if first == "-" else _number(raw)
+            try:
+                value = -_number(raw[1:]) if first == "-" else _number(raw)
+            except ValueError:  # e.g. "08", a bad octal number: the grammar's path reports it with its position
+                return None
         elif _FAST_IDENT.match(raw):
             value = Ident(raw)
         else:
@@ -335,6 +345,8 @@ def parse_text_grammar(
         orig = exc.orig_exc
         if isinstance(orig, LimitError):
             raise LimitError(f"{filename}: {orig.message}") from None
+        if isinstance(orig, ParseError):
+            raise orig from None
         raise ParseError(f"{filename}: {orig}") from None
     except lark.exceptions.UnexpectedCharacters as exc:
         where = SourceSpan(filename, exc.line, exc.column, text)

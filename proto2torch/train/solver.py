@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SolverError, SourceSpan, guarded
-from ..prototxt.message import Msg
+from ..prototxt.message import Msg, Template
 from ..prototxt.schema import bind, define
 from ..prototxt.textformat import parse_text
 
@@ -185,10 +185,12 @@ def _f32(value: Any) -> float:
 
 
 def _config(msg: Msg, filename: str, base_dir: Path | None) -> SolverConfig:
-    unknown = [(i, name) for i, (name, _, _, _) in enumerate(msg.entries) if name not in _known_fields()]
-    if unknown:
-        i, name = unknown[0]
-        raise SolverError(f"unknown field '{name}' in SolverParameter", msg.entry_span(i))
+    fields = _known_fields()
+    for i, (name, value, _, _) in enumerate(msg.entries):
+        if name not in fields:
+            raise SolverError(f"unknown field '{name}' in SolverParameter", msg.entry_span(i))
+        if isinstance(value, Template):  # a net file may keep a placeholder; a solver has no use for one
+            raise SolverError(f"field '{name}' takes a {fields[name].type}, not {str(value)!r}", msg.entry_span(i))
 
     def span(name: str) -> SourceSpan | None:
         return msg.span(name)
@@ -300,8 +302,11 @@ def _resolve(name: str, base_dir: Path | None, where: SourceSpan | None) -> Path
     candidates = [base_dir / name] if base_dir is not None and not Path(name).is_absolute() else []
     candidates.append(Path(name))
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except (OSError, ValueError):  # a name too long for the file system, or with a NUL
+            continue
     tried = " or ".join(str(c) for c in candidates)
     raise SolverError(f"the train net {name!r} does not exist (looked for {tried})", where)
 
