@@ -213,7 +213,7 @@ def check_text(kind: str, text: str) -> str:
             from proto2torch.dsl import net_from_dsl
             from proto2torch.summary import summary_table
 
-            summary_table(net_from_dsl(text, "<fuzz>.py"))
+            summary_table(net_from_dsl(text, "<fuzz>.py", inputs={"data": (1, 3, 227, 227)}))
         else:
             from proto2torch.train.solver import solver_from_text
 
