@@ -71,14 +71,7 @@ def load_caffemodel(path: str | Path, progress: bool = True) -> dict[str, list[n
 @guarded("reading the caffemodel")
 def read_caffemodel(path: str | Path, progress: bool = True) -> CaffeModel:
     path = str(path)
-    try:
-        size = os.path.getsize(path)
-        handle = open(path, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise WeightError(f"cannot read {path}: {exc.strerror}") from None
-    if size > MAX_FILE_BYTES:
-        handle.close()
-        raise WeightError(f"{path}: {size} bytes is over Caffe's 2 GB limit for model files")
+    handle, size = _open_binary(path, "", "model")
     with handle, Progress(f"reading {os.path.basename(path)}", size, min_total=64 * 2**20) as bar:
         return _WireReader(handle, size, path, bar if progress else None).net()
 
@@ -99,15 +92,16 @@ class SolverStateFile:
     path: str
 
 
-def _open_binary(path: str | Path, what: str) -> tuple[BinaryIO, int]:
+def _open_binary(path: str | Path, what: str, kind: str = "protobuf") -> tuple[BinaryIO, int]:
+    """The open file and its size, refusing what is missing or over Caffe's 2 GB limit."""
     try:
         size = os.path.getsize(path)
         handle = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
-        raise WeightError(f"cannot read {what} {path}: {exc.strerror}") from None
+        raise WeightError(f"cannot read {what + ' ' if what else ''}{path}: {exc.strerror}") from None
     if size > MAX_FILE_BYTES:
         handle.close()
-        raise WeightError(f"{path}: {size} bytes is over Caffe's 2 GB limit for protobuf files")
+        raise WeightError(f"{path}: {size} bytes is over Caffe's 2 GB limit for {kind} files")
     return handle, size
 
 

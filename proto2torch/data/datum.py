@@ -179,40 +179,29 @@ def write_mean(path: str | Path, mean: np.ndarray) -> Path:
     return Path(path)
 
 
-def _key(number: int, wire: int) -> bytes:
-    return _uvarint(number << 3 | wire)
-
-
-def _uvarint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def datum_bytes(image: np.ndarray | bytes, label: int = 0, *, encoded: bool = False) -> bytes:
     """A serialised Datum, as Caffe's convert_imageset writes one: a uint8 (C, H, W) image as ``data``, a
     float one as ``float_data``, or (``encoded``) an image file's bytes."""
+    from ..caffemodel.writer import _key
+    from ..caffemodel.writer import _varint as encode
+
     out = bytearray()
     if encoded:
-        assert isinstance(image, (bytes, bytearray))
-        out += _key(4, 2) + _uvarint(len(image)) + bytes(image)
-        out += _key(5, 0) + _uvarint(label) + _key(7, 0) + _uvarint(1)
+        if not isinstance(image, (bytes, bytearray)):
+            raise DataError("an encoded datum takes the image file's bytes")
+        out += _key(4, 2) + encode(len(image)) + bytes(image)
+        out += _key(5, 0) + encode(label) + _key(7, 0) + encode(1)
         return bytes(out)
     array = np.asarray(image)
     if array.ndim != 3:
         raise DataError(f"a datum image must be (C, H, W), got shape {list(array.shape)}")
     for number, dim in zip((1, 2, 3), array.shape):
-        out += _key(number, 0) + _uvarint(int(dim))
+        out += _key(number, 0) + encode(int(dim))
     if array.dtype == np.uint8:
         payload = np.ascontiguousarray(array).tobytes()
-        out += _key(4, 2) + _uvarint(len(payload)) + payload
+        out += _key(4, 2) + encode(len(payload)) + payload
     else:
         payload = np.ascontiguousarray(array, "<f4").tobytes()
-        out += _key(6, 2) + _uvarint(len(payload)) + payload
-    out += _key(5, 0) + _uvarint(label)
+        out += _key(6, 2) + encode(len(payload)) + payload
+    out += _key(5, 0) + encode(label)
     return bytes(out)
