@@ -30,6 +30,13 @@ def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
+def _ints_arg(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 2,1,0, got {text!r}") from None
+
+
 def _pair_arg(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -215,8 +222,7 @@ def _preprocess(args: argparse.Namespace, net):  # noqa: ANN001, ANN202
         mean = load_mean(args.mean)
         if args.mean_per_channel:
             mean = mean.mean(1).mean(1)  # as classify.py averages it (rows, then columns: the same float32 values)
-    swap = tuple(int(c) for c in args.channel_swap.split(",")) if args.channel_swap else None
-    return Preprocess(channel_swap=swap, raw_scale=args.raw_scale, mean=mean, input_scale=args.input_scale)
+    return Preprocess(channel_swap=args.channel_swap, raw_scale=args.raw_scale, mean=mean, input_scale=args.input_scale)
 
 
 def cmd_surgery(args: argparse.Namespace) -> int:
@@ -324,8 +330,6 @@ def _train(args: argparse.Namespace, main_rank: bool, device: str) -> int:
 def _join_torchrun(device: str) -> tuple[bool, str]:
     """Under torchrun (WORLD_SIZE > 1) join the process group: gloo on the CPU, NCCL on GPUs (each
     rank on the GPU of its LOCAL_RANK).  Whether this is rank 0, and this rank's device."""
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return True, device
     import torch
@@ -341,12 +345,11 @@ def _join_torchrun(device: str) -> tuple[bool, str]:
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
+    from .caffemodel.writer import atomic_open
     from .data.layers import batches
 
     net = _load(args)
     arrays = batches(net, args.count, seed=args.seed)
-    from .caffemodel.writer import atomic_open
-
     with atomic_open(args.output) as f:
         np.savez(f, **arrays)
     tops = sorted({k.rsplit(":", 1)[0] for k in arrays})
@@ -365,7 +368,7 @@ def cmd_case(args: argparse.Namespace) -> int:
         inputs = out / "inputs.npz"
         np.savez(inputs, **{f"input:{k}": v for k, v in case.inputs().items()})
         print(f"{case.name}: wrote {weights} and {inputs}")
-        print(f"next: proto2torch train {case.path / 'solver.prototxt'} --weights {weights} --inputs {inputs} --iterations {case.meta['iterations']} --record record.npz")
+        print(f"next: proto2torch train {case.solver} --weights {weights} --inputs {inputs} --iterations {case.meta['iterations']} --record record.npz")
         return 0
     reference = case.write_reference(out / "reference.npz")
     print(f"{case.name}: wrote {weights} ({case.meta.get('weights_format', 'v2')}) and {reference}")
@@ -415,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("preprocess() in the emitted class (pycaffe's caffe.io.Transformer)")
     g.add_argument("--mean", default=None, metavar="MEAN", help=".binaryproto or .npy mean subtracted after scaling")
     g.add_argument("--mean-per-channel", action="store_true", help="average the mean file over H and W (as classify.py does)")
-    g.add_argument("--channel-swap", default=None, metavar="2,1,0", help="channel order, e.g. 2,1,0 for RGB -> BGR")
+    g.add_argument("--channel-swap", type=_ints_arg, default=None, metavar="2,1,0", help="channel order, e.g. 2,1,0 for RGB -> BGR")
     g.add_argument("--raw-scale", type=float, default=None, metavar="S", help="multiply the [0, 1] image by S (e.g. 255)")
     g.add_argument("--input-scale", type=float, default=None, metavar="S", help="multiply after the mean")
     g.add_argument("--preprocess-from", default=None, metavar="LAYER", help="use this data layer's transform_param instead")

@@ -17,24 +17,11 @@ import numpy as np
 
 from ..errors import DataError
 from ..ir.graph import Net, Node
+from ..resources import locate
 from .sources import DatabaseSource, HDF5Source, ImageListSource, Record
 from .transform import DataTransformer, TransformParams
 
 SUPPORTED = ("Data", "ImageData", "HDF5Data", "MemoryData")
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except (OSError, ValueError):  # a name too long for the file system, or with a NUL
-        return False
-
-
-def _path(name: str, base: Path | None) -> Path:
-    path = Path(name)
-    if _exists(path) or path.is_absolute() or base is None:
-        return path
-    return base / path if _exists(base / path) else path
 
 
 class LayerFeed:
@@ -61,7 +48,7 @@ class LayerFeed:
                 raise DataError(f"{where}: data_param.source is missing")
             tp = self.transformer.params
             color = True if tp.force_color else (False if tp.force_gray else None)
-            source = DatabaseSource(_path(str(p.get("source")), base), str(p.get("backend")), color)
+            source = DatabaseSource(locate(str(p.get("source")), base), str(p.get("backend")), color)
             self.records = source.records()
             self._skip(int(p.get("rand_skip")))
         elif kind == "ImageData":
@@ -70,7 +57,7 @@ class LayerFeed:
             if not p.has("source"):
                 raise DataError(f"{where}: image_data_param.source is missing")
             source = ImageListSource(
-                _path(str(p.get("source")), base), str(p.get("root_folder")), int(p.get("new_height")), int(p.get("new_width")),
+                locate(str(p.get("source")), base), str(p.get("root_folder")), int(p.get("new_height")), int(p.get("new_width")),
                 bool(p.get("is_color")), bool(p.get("shuffle")), rng,
             )
             self.records = source.records()
@@ -80,7 +67,7 @@ class LayerFeed:
             self.batch_size = int(p.get("batch_size") or 0)
             if not p.has("source"):
                 raise DataError(f"{where}: hdf5_data_param.source is missing")
-            self.rows = HDF5Source(_path(str(p.get("source")), base), self.tops, bool(p.get("shuffle")), rng).rows()
+            self.rows = HDF5Source(locate(str(p.get("source")), base), self.tops, bool(p.get("shuffle")), rng).rows()
         elif kind == "MemoryData":
             p = msg.sub("memory_data_param")
             self.batch_size = int(p.get("batch_size") or 0)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..resources import locate
 from .datum import _cv2, load_mean
 
 
@@ -91,10 +92,7 @@ def from_transform_param(param: Any, base_dir: str | Path | None = None) -> Prep
     p = TransformParams.from_msg(param, "transform_param")
     mean: np.ndarray | None = None
     if p.mean_file:
-        path = Path(p.mean_file)
-        if not path.exists() and base_dir is not None:
-            path = Path(base_dir) / path
-        mean = load_mean(path)
+        mean = load_mean(locate(p.mean_file, base_dir))
     elif p.mean_values:
         mean = np.asarray(p.mean_values, np.float32)
     return Preprocess(crop=p.crop_size, mean=mean, input_scale=p.scale if p.scale != 1 else None)

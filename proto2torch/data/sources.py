@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..resources import exists
 from .datum import _cv2, decode_image, hwc_to_chw, parse_datum
 
 MAX_LIST_LINES = 50_000_000
@@ -42,7 +43,7 @@ class DatabaseSource:
         self.path = Path(path)
         self.backend = backend
         self.color = color
-        if not self.path.exists():
+        if not exists(self.path):
             raise DataError(f"{backend} database {self.path} does not exist")
 
     def _items(self) -> Iterator[tuple[bytes, bytes]]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..prototxt.message import Msg
+from ..resources import locate
 from .datum import load_mean
 
 
@@ -66,10 +67,7 @@ class DataTransformer:
         self.rng = rng if rng is not None else np.random.default_rng()
         self.mean: np.ndarray | None = None
         if params.mean_file:
-            path = Path(params.mean_file)
-            if not path.is_absolute() and base_dir is not None and not path.exists():
-                path = Path(base_dir) / path
-            self.mean = load_mean(path)
+            self.mean = load_mean(locate(params.mean_file, base_dir))
 
     def output_shape(self, channels: int, height: int, width: int) -> tuple[int, int, int]:
         crop = self.params.crop_size

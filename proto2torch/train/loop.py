@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from ..caffemodel.reader import read_solverstate
-from ..caffemodel.writer import write_caffemodel, write_solverstate
+from ..caffemodel.writer import atomic_open, write_caffemodel, write_solverstate
 from ..errors import SolverError, WeightError
 from ..progress import Progress
+from ..resources import exists
 from .net import TrainableNet, trainable
 from .optim import HISTORY_SLOTS, CaffeLR, CaffeSolver
 from .solver import SolverConfig, load_solver, load_train_net
@@ -49,10 +50,8 @@ class Record:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        part = path.with_name(f".{path.name}.part.npz")
-        np.savez(part, **self.arrays)
-        part.replace(path)
+        with atomic_open(path) as f:
+            np.savez(f, **self.arrays)
 
 
 class Trainer:
@@ -214,7 +213,7 @@ def _resolve_learned_net(name: str, state_dir: Path) -> Path | None:
     if not name:
         return None
     for candidate in (Path(name), state_dir / Path(name).name):
-        if candidate.is_file():
+        if exists(candidate) and candidate.is_file():
             return candidate
     return None
 
@@ -252,12 +251,7 @@ def all_blobs(model: TrainableNet, inputs: Mapping[str, torch.Tensor]) -> dict[s
 def snapshot_prefix(config: SolverConfig) -> str:
     """Caffe's snapshot file stem: ``snapshot_prefix``'s name, or the solver file's stem when it is empty or a folder."""
     prefix = config.snapshot_prefix
-    stem = Path(config.source).stem
-    if not prefix:
-        return stem
-    if prefix.endswith("/"):
-        return stem
-    return Path(prefix).name
+    return Path(config.source).stem if not prefix or prefix.endswith("/") else Path(prefix).name
 
 
 def _input_tensors(model: TrainableNet, inputs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:

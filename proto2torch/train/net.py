@@ -106,9 +106,6 @@ class TrainableNet(nn.Module):
         out.update(dict(self.net.named_buffers(remove_duplicate=False)))
         return out
 
-    def tensor(self, blob: LearnedBlob) -> torch.Tensor:
-        return self.tensors()[blob.key]
-
     def owners(self) -> list[LearnedBlob]:
         """Caffe's ``learnable_params``: every learned blob that is not a sharer, in net order."""
         return [b for b in self.learned if b.owner is None]
@@ -178,7 +175,7 @@ def learned_blobs(net: Net, names: NameTable, ops: Mapping[int, ModuleOp], modul
     buffers = {k for k, _ in module.named_buffers(remove_duplicate=False)}
     owners: dict[str, tuple[str, int]] = {}
     owner_mults: dict[tuple[str, int], list[float | None]] = {}
-    pending: list[tuple[Node, int, str, tuple[int, ...], tuple[str, int] | None, Any]] = []
+    pending: list[tuple[Node, int, str, tuple[int, ...], tuple[str, int] | None]] = []
     for index, node in enumerate(net.nodes):
         if not node.blobs:
             continue
@@ -202,7 +199,7 @@ def learned_blobs(net: Net, names: NameTable, ops: Mapping[int, ModuleOp], modul
                     owner = owners[name]
                 else:
                     owners[name] = (node.name, i)
-            pending.append((node, i, f"{names.modules[index]}.{attr}", tuple(array.shape), owner, spec))
+            pending.append((node, i, f"{names.modules[index]}.{attr}", tuple(array.shape), owner))
             key = owner or (node.name, i)
             mults = owner_mults.setdefault(key, [None, None])
             for slot, field in enumerate(("lr_mult", "decay_mult")):
@@ -217,16 +214,15 @@ def learned_blobs(net: Net, names: NameTable, ops: Mapping[int, ModuleOp], modul
                             node.name,
                         )
     out = []
-    for node, i, key, shape, owner, _ in pending:
+    for node, i, key, shape, owner in pending:
         lr, decay = owner_mults[owner or (node.name, i)]
-        is_buffer = key in buffers
-        if node.type == "BatchNorm" and i < 3:
-            lr = 0.0  # BVLC master masks BatchNorm's statistics from the solver, whatever the param specs say
-        out.append(LearnedBlob(node.name, i, key, shape, 1.0 if lr is None else lr, 1.0 if decay is None else decay, owner, is_buffer))
+        # a buffer (BatchNorm's statistics) is never the solver's, whatever the param specs say: BVLC master masks them too
+        out.append(LearnedBlob(node.name, i, key, shape, 1.0 if lr is None else lr, 1.0 if decay is None else decay, owner, key in buffers))
     return out
 
 
-def _train_ready(net: Net) -> Net:
+def _train_ready(net: Net) -> tuple[Net, dict[str, float]]:
+    """The net with its weighted loss tops among its outputs, and their weights."""
     if net.phase != "TRAIN":
         raise SolverError("the net was read in the TEST phase; training needs the TRAIN phase (load it with phase='TRAIN')")
     weights = loss_weights(net)
@@ -234,13 +230,13 @@ def _train_ready(net: Net) -> Net:
         raise SolverError("the net has no loss: no top has a loss_weight (loss layers weigh their first top 1)")
     latest = net.latest()
     extra = tuple(latest[b] for b in weights if latest[b] not in net.outputs)
-    return net.replace(outputs=net.outputs + extra)
+    return net.replace(outputs=net.outputs + extra), weights
 
 
 def trainable(net: Net, backend: str = "live", workdir: str | Path | None = None) -> TrainableNet:
     """A :class:`TrainableNet` for a TRAIN-phase ``net`` with weights, built by the ``live``
     (torch.fx) or ``source`` (emitted file) back end; in train mode, frozen blobs without gradients."""
-    net = _train_ready(net)
+    net, weights = _train_ready(net)
     names = NameTable.for_net(net)
     ops = {i: lower_node(net, node) for i, node in enumerate(net.nodes) if node.blobs}
     if backend == "live":
@@ -256,5 +252,5 @@ def trainable(net: Net, backend: str = "live", workdir: str | Path | None = None
     for blob in learned:
         if blob.key in tensors:
             tensors[blob.key].requires_grad_(not blob.frozen)
-    wrapper = TrainableNet(net, module, loss_weights(net), learned, backend)
+    wrapper = TrainableNet(net, module, weights, learned, backend)
     return wrapper.train()

@@ -20,6 +20,7 @@ from ..errors import SolverError, SourceSpan, guarded
 from ..prototxt.message import Msg, Template
 from ..prototxt.schema import bind, define
 from ..prototxt.textformat import parse_text
+from ..resources import exists
 
 define("""
 enum SnapshotFormat HDF5=0 BINARYPROTO=1
@@ -302,11 +303,8 @@ def _resolve(name: str, base_dir: Path | None, where: SourceSpan | None) -> Path
     candidates = [base_dir / name] if base_dir is not None and not Path(name).is_absolute() else []
     candidates.append(Path(name))
     for candidate in candidates:
-        try:
-            if candidate.is_file():
-                return candidate
-        except (OSError, ValueError):  # a name too long for the file system, or with a NUL
-            continue
+        if exists(candidate) and candidate.is_file():
+            return candidate
     tried = " or ".join(str(c) for c in candidates)
     raise SolverError(f"the train net {name!r} does not exist (looked for {tried})", where)
 
