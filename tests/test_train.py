@@ -363,3 +363,15 @@ def test_resume_from_caffes_own_solverstate(name: str, tmp_path) -> None:
     assert result.losses == pytest.approx(losses, rel=1e-5, abs=1e-5)
     after = [r for r in judge_training(case, result.record.arrays) if r.group == "after"]
     assert after and all(r.passed for r in after), [str(r) for r in after if not r.passed]
+
+
+def test_a_solverstate_naming_an_impossible_caffemodel_falls_back_to_the_weights(tmp_path) -> None:
+    """A hostile or foreign .solverstate whose learned_net no file system can hold is not an OSError."""
+    from proto2torch.caffemodel.writer import write_solverstate
+
+    case = Case.load(CASES_DIR / "train_solver_nesterov")
+    weights = case.write_caffemodel(tmp_path / "init.caffemodel")
+    state = read_solverstate(train(case.solver, weights, case.inputs(), iterations=0, snapshot_dir=tmp_path).snapshots[1])
+    write_solverstate(tmp_path / "odd.solverstate", state.iteration, "a" * 5000, state.history, state.current_step)
+    result = train(case.solver, weights, case.inputs(), iterations=1, record=True, resume=tmp_path / "odd.solverstate")
+    assert result.losses == pytest.approx([float(case.expected()["loss:0"])], rel=1e-5)
