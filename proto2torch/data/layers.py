@@ -1,5 +1,6 @@
 """A net's data layers as batch iterators: the tops Caffe's ``Data``, ``ImageData``, ``HDF5Data``
-and ``MemoryData`` layers produce, batch after batch, in Caffe's order.
+and ``MemoryData`` layers produce, batch after batch, in Caffe's order (and those of the
+segmentation forks' ``ImageSegData`` and ``DenseImageData``, :mod:`.segmentation`).
 
 :class:`NetFeed` finds the data layers of a net (in the phase it was read in) and yields, per
 iteration, ``{top name: float32 array}`` for every one of their tops; ``proto2torch batches``
@@ -18,10 +19,11 @@ import numpy as np
 from ..errors import DataError
 from ..ir.graph import Net, Node
 from ..resources import locate
+from .segmentation import DenseImageFeed, ImageSegFeed
 from .sources import DatabaseSource, HDF5Source, ImageListSource, Record
 from .transform import DataTransformer, TransformParams
 
-SUPPORTED = ("Data", "ImageData", "HDF5Data", "MemoryData")
+SUPPORTED = ("Data", "ImageData", "HDF5Data", "MemoryData", "ImageSegData", "DenseImageData")
 
 
 class LayerFeed:
@@ -36,6 +38,12 @@ class LayerFeed:
             raise DataError(f"{where}: no parameters to read the data from")
         self.where = where
         self.rng = rng
+        self.pairs: ImageSegFeed | DenseImageFeed | None = None
+        if node.type in ("ImageSegData", "DenseImageData"):
+            make = ImageSegFeed if node.type == "ImageSegData" else DenseImageFeed
+            self.pairs = make(where, self.tops, msg, net.phase, base, rng)
+            self.batch_size = self.pairs.batch_size
+            return
         self.transformer = DataTransformer(TransformParams.from_msg(msg.sub("transform_param"), where), net.phase, base_dir=base, rng=rng, where=where)
         kind = node.type
         self.batch_size = 0
@@ -93,6 +101,8 @@ class LayerFeed:
                 next(self.records)
 
     def batch(self) -> dict[str, np.ndarray]:
+        if self.pairs is not None:
+            return self.pairs.batch()
         if self.records is not None:
             images, labels = [], []
             for _ in range(self.batch_size):
@@ -149,7 +159,7 @@ def batches(net: Net, count: int, seed: int | None = 0) -> dict[str, np.ndarray]
     """The first ``count`` batches of the net's data layers, as ``{"<top>:<k>": array}``."""
     feed = NetFeed(net, seed=seed)
     if not feed:
-        raise DataError(f"net '{net.name}' has no data layers (Data, ImageData, HDF5Data, MemoryData) in the {net.phase} phase")
+        raise DataError(f"net '{net.name}' has no data layers ({', '.join(SUPPORTED)}) in the {net.phase} phase")
     out: dict[str, np.ndarray] = {}
     for k in range(count):
         for top, value in next(feed).items():

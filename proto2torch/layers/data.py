@@ -5,7 +5,8 @@ Input declares its shapes; a data layer's shapes follow from its parameters wher
 can (batch size, crop or resize size, colour), otherwise they stay unknown until given
 (``--input data=1,3,224,224``).  The converted net receives the tensors a data layer
 produces; :mod:`proto2torch.data` reads them from the layer's databases, image lists and
-HDF5 files as Caffe does (``Data``, ``ImageData``, ``HDF5Data``, ``MemoryData``).
+HDF5 files as Caffe does (``Data``, ``ImageData``, ``HDF5Data``, ``MemoryData``, and the
+segmentation forks' ``ImageSegData`` and ``DenseImageData``).
 """
 
 from __future__ import annotations
@@ -63,13 +64,19 @@ extend("LayerParameter", """
   image_data_modify_param - ImageDataParameter
   heatmap_data_param  -  HeatmapDataParameter
 """)
+define("enum SegLabelType NONE=0 IMAGE=1 PIXEL=2")
 extend("ImageDataParameter", """
+  label_type         16  SegLabelType = IMAGE
+  ignore_label       15  int32   = 255
   new_length          -  uint32  = 1
   show_data           -  uint32  = 0
   use_image           -  bool    = false
 """)
 extend("TransformationParameter", """
   resize_param        -  ResizeParameter
+  scale_factors       8  float*
+  crop_width          9  uint32  = 0
+  crop_height        10  uint32  = 0
 """)
 
 
@@ -232,17 +239,25 @@ class AnnotatedData(_Source):
 @register
 class ImageSegData(_Source):
     type = "ImageSegData"
-    semantics = "DeepLab (deeplab-public): images and label maps cropped to transform_param.crop_size"
+    semantics = (
+        "DeepLab (deeplab-public v1/v2): images and label maps (label_type PIXEL/IMAGE/NONE) padded with the mean and "
+        "ignore_label up to transform_param's crop (crop_size or crop_height/crop_width), cropped together; data_dim top"
+    )
 
     def parse(self, ctx: ParseContext) -> InputParams:
+        tp = ctx.param("transform_param")
+        ip = ctx.param("image_data_param")
         crop = _crop(ctx)
-        batch = int(ctx.param("image_data_param").get("batch_size") or 1)
-        data = (batch, 3, crop, crop) if crop else None
+        h, w = (crop, crop) if crop else (int(tp.get("crop_height")), int(tp.get("crop_width")))
+        if not (h and w):
+            h, w = int(ip.get("new_height")), int(ip.get("new_width"))
+        batch = int(ip.get("batch_size") or 1)
+        data = (batch, 3 if ip.get("is_color") else 1, h, w) if h and w else None
         shapes: list[Shape | None] = [data]
         if ctx.n_tops > 1:
-            shapes.append((batch, 1, crop, crop) if crop else None)
+            shapes.append((batch, 1, h, w) if data else None)
         if ctx.n_tops > 2:
-            shapes.append((batch, 1, 1, 2))  # data_dim: the original height and width
+            shapes.append((batch, 1, 1, 2))  # data_dim: each image's height and width
         if data is None:
             ctx.note("the data shape is not known from the layer's parameters; give it with --input")
         return InputParams(tuple(shapes[: ctx.n_tops]))
@@ -251,7 +266,10 @@ class ImageSegData(_Source):
 @register
 class DenseImageData(_Source):
     type = "DenseImageData"
-    semantics = "SegNet (caffe-segnet): images with dense label maps"
+    semantics = (
+        "SegNet (caffe-segnet; ENet adds label_divide_factor): images (bilinear) and label maps (nearest) resized to "
+        "new_height/new_width, flipped and cropped together by dense_image_data_param"
+    )
 
     def parse(self, ctx: ParseContext) -> InputParams:
         dp = ctx.param("dense_image_data_param")
