@@ -178,29 +178,42 @@ def _runner(net, backend: str):  # noqa: ANN001, ANN202
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .api import with_weights
-    from .backend.source import write_source
 
     net = _load(args)
     has_weights = args.weights is not None
     net = with_weights(net, args.weights)
     out = Path(args.output)
     if args.to == "torch":
-        py, pth, emitted = write_source(net, out, args.name, _preprocess(args, net))
+        from .backend.source import write_source
+
+        py, weights, emitted = write_source(net, out, args.name, _preprocess(args, net), args.weights_format)
         if not has_weights:
-            pth.unlink()
+            weights.unlink()
         params = sum(t.numel() for t in emitted.state_dict.values() if t.is_floating_point())
         print(f"{net.name}: {len(net.nodes)} layers, {params:,} parameters")
         print(f"  wrote {py} (class {emitted.class_name})")
         if has_weights:
-            print(f"  wrote {pth} (state_dict, {len(emitted.state_dict)} tensors)")
-            print(f"  use:  from {py.stem} import build; model = build({str(pth)!r})")
+            print(f"  wrote {weights} (state_dict, {len(emitted.state_dict)} tensors)")
+            print(f"  use:  from {py.stem} import build; model = build({str(weights)!r})")
         else:
             print("  no --weights given: the class is written without a state_dict")
         return 0
-    from .dsl.emit import write_dsl
+    if args.to == "dsl":
+        from .dsl.emit import write_dsl
 
-    py, npy = write_dsl(net, out, args.name)
-    print(f"{net.name}: wrote {py} and {npy}")
+        py, npy = write_dsl(net, out, args.name)
+        print(f"{net.name}: wrote {py} and {npy}")
+        return 0
+    from .export import FORMATS, export
+
+    if not has_weights:
+        print(f"note: no --weights given: the {args.to} archive holds fresh weights from the layers' fillers", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.name or _stem(net.name)}{FORMATS[args.to]}"
+    report = export(net, path, args.to, opset=args.opset)
+    dynamic = ", ".join(report.dynamic) or "none (every axis fixed)"
+    opset = f", opset {report.opset}" if report.opset else ""
+    print(f"{net.name}: wrote {report.path} ({args.to}{opset}; dynamic axes: {dynamic})")
     return 0
 
 
@@ -410,11 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("convert", help="write a standalone PyTorch .py (+ .pth state_dict), or caffe-tensorflow DSL")
+    p = sub.add_parser("convert", help="write a standalone PyTorch .py + weights, an ONNX/TorchScript/torch.export archive, or caffe-tensorflow DSL")
     _net_options(p)
     p.add_argument("--weights", default=None, help=".caffemodel (or weights .npy for DSL nets)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--to", choices=("torch", "dsl"), default="torch")
+    p.add_argument(
+        "--to", choices=("torch", "onnx", "torchscript", "exported", "dsl"), default="torch",
+        help="torch: .py + weights (default); onnx: .onnx; torchscript: frozen .pt; exported: torch.export .pt2; dsl: caffe-tensorflow .py + .npy",
+    )
+    p.add_argument("--weights-format", choices=("safetensors", "pth"), default="safetensors", help="weights file of --to torch (default safetensors)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset of --to onnx (default 18)")
     g = p.add_argument_group("preprocess() in the emitted class (pycaffe's caffe.io.Transformer)")
     g.add_argument("--mean", default=None, metavar="MEAN", help=".binaryproto or .npy mean subtracted after scaling")
     g.add_argument("--mean-per-channel", action="store_true", help="average the mean file over H and W (as classify.py does)")

@@ -61,7 +61,7 @@ def test_emitted_preprocess_and_net_classify_as_caffe(files, tmp_path, capsys) -
     py = next((tmp_path / "out").glob("*.py"))
     assert "def preprocess(self, image: Tensor)" in py.read_text()
     module = import_source(py)
-    model = module.build(str(py.with_suffix(".pth")))
+    model = module.build(str(py.with_suffix(".safetensors")))
     scripted = torch.jit.script(model)
     for key, want in _expected().items():
         if not key.startswith("prob:"):

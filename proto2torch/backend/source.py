@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..caffemodel.writer import atomic_open
 from ..ir.graph import Net
 from . import caffe_ops, ops_detection, ops_loss, ops_recurrent, ops_spatial
 from .live import build_graph_module, check_convertible, lower_node
@@ -283,7 +284,7 @@ class _Emitter:
             "",
             f"Inputs: {ins}.",
             f"Outputs: {outs}.",
-            f"Usage: model = build(\"{identifier(net.name)}.pth\"); out = model({', '.join(self.var(v) for v in net.inputs)})",
+            f"Usage: model = build(\"{identifier(net.name)}.safetensors\"); out = model({', '.join(self.var(v) for v in net.inputs)})",
             '"""',
             "",
         ]
@@ -311,9 +312,13 @@ class _Emitter:
         lines += self._objective()
         lines += [
             f"def build(weights_path: Optional[str] = None) -> {self.class_name}:",
-            '    """The model in eval mode, with the converted weights when a .pth path is given."""',
+            '    """The model in eval mode, with the converted weights when a .safetensors or .pth path is given."""',
             f"    model = {self.class_name}()",
-            "    if weights_path is not None:",
+            "    if weights_path is not None and weights_path.endswith(\".safetensors\"):",
+            "        from safetensors.torch import load_file",
+            "",
+            "        model.load_state_dict(load_file(weights_path))",
+            "    elif weights_path is not None:",
             "        model.load_state_dict(torch.load(weights_path, weights_only=True))",
             "    return model.eval()",
             "",
@@ -343,17 +348,37 @@ def _camel(name: str) -> str:
     return text if text[0].isalpha() else "Net" + text
 
 
-def write_source(net: Net, out_dir: str | Path, stem: str | None = None, preprocess: Any = None) -> tuple[Path, Path, EmittedSource]:
-    """Write ``<stem>.py`` and ``<stem>.pth`` into ``out_dir``."""
+WEIGHT_FORMATS = ("safetensors", "pth")
+
+
+def write_source(net: Net, out_dir: str | Path, stem: str | None = None, preprocess: Any = None, weights_format: str = "safetensors") -> tuple[Path, Path, EmittedSource]:
+    """Write ``<stem>.py`` and the weights, ``<stem>.safetensors`` (the default: no pickle,
+    memory-mapped) or ``<stem>.pth`` (a ``torch.save``d state_dict); the file's ``build()`` loads either."""
+    if weights_format not in WEIGHT_FORMATS:
+        raise ValueError(f"weights_format must be one of {', '.join(WEIGHT_FORMATS)}, not {weights_format!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     emitted = emit_source(net, preprocess=preprocess)
     stem = stem or identifier(net.name)
     py = out / f"{stem}.py"
-    pth = out / f"{stem}.pth"
-    py.write_text(emitted.code)
-    torch.save(emitted.state_dict, pth)
-    return py, pth, emitted
+    weights = out / f"{stem}.{weights_format}"
+    with atomic_open(py) as f:
+        f.write(emitted.code.encode())
+    save_state_dict(emitted.state_dict, weights)
+    return py, weights, emitted
+
+
+def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """A state_dict as ``.safetensors`` or ``.pth`` (by suffix), complete or not at all."""
+    path = Path(path)
+    with atomic_open(path) as f:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save
+
+            # one copy per name: safetensors refuses tensors that share storage (tied weights are tied by the module)
+            f.write(save({k: v.detach().contiguous().clone() for k, v in state.items()}))
+        else:
+            torch.save(dict(state), f)
 
 
 def import_source(path: str | Path, name: str | None = None) -> types.ModuleType:

@@ -2,7 +2,7 @@
 
 Inputs: data 2x5x4x3.
 Outputs: bn 2x5x4x3, bn_eps 2x5x4x3, sc_nobias 2x5x4x3, sc_axis2 2x5x4x3, sc_scalar 2x5x4x3, sc_alltail 2x5x4x3, sc_two 2x5x4x3, bias_b 2x5x4x3, bias_two 2x5x4x3.
-Usage: model = build("bn_scale.pth"); out = model(data)
+Usage: model = build("bn_scale.safetensors"); out = model(data)
 """
 
 from typing import Dict, List, Optional
@@ -89,8 +89,12 @@ class BnScale(nn.Module):
 
 
 def build(weights_path: Optional[str] = None) -> BnScale:
-    """The model in eval mode, with the converted weights when a .pth path is given."""
+    """The model in eval mode, with the converted weights when a .safetensors or .pth path is given."""
     model = BnScale()
-    if weights_path is not None:
+    if weights_path is not None and weights_path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(weights_path))
+    elif weights_path is not None:
         model.load_state_dict(torch.load(weights_path, weights_only=True))
     return model.eval()

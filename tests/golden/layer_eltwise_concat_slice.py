@@ -2,7 +2,7 @@
 
 Inputs: a 2x6x4x5, b 2x6x4x5, c 2x3x4x5.
 Outputs: e_prod 2x6x4x5, e_max 2x6x4x5, cat_c 2x15x4x5, cat_h 2x6x8x5, cat_neg 2x6x4x10, cat_legacy 2x9x4x5, sl_2 2x2x4x5, sl_1 2x3x4x5, sl_0 2x1x4x5, sq_2 2x2x4x5, sq_1 2x2x4x5, sq_0 2x2x4x5, sw_0 2x6x4x2, c_twice 2x3x4x5.
-Usage: model = build("eltwise_concat_slice.pth"); out = model(a, b, c)
+Usage: model = build("eltwise_concat_slice.safetensors"); out = model(a, b, c)
 """
 
 from typing import Dict, List, Optional
@@ -63,8 +63,12 @@ class EltwiseConcatSlice(nn.Module):
 
 
 def build(weights_path: Optional[str] = None) -> EltwiseConcatSlice:
-    """The model in eval mode, with the converted weights when a .pth path is given."""
+    """The model in eval mode, with the converted weights when a .safetensors or .pth path is given."""
     model = EltwiseConcatSlice()
-    if weights_path is not None:
+    if weights_path is not None and weights_path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(weights_path))
+    elif weights_path is not None:
         model.load_state_dict(torch.load(weights_path, weights_only=True))
     return model.eval()

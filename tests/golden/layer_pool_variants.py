@@ -2,7 +2,7 @@
 
 Inputs: data 1x3x7x9.
 Outputs: p_max_ceil 1x3x3x4, p_max_pad 1x3x4x5, p_max_clip 1x3x3x4, p_ave_ceil 1x3x3x4, p_ave_pad 1x3x4x5, p_ave_clip 1x3x3x4, p_rect 1x3x8x3, p_ave_rect 1x3x4x5, p_gmax 1x3x1x1, p_gave 1x3x1x1, p_k1 1x3x4x5.
-Usage: model = build("pool_variants.pth"); out = model(data)
+Usage: model = build("pool_variants.safetensors"); out = model(data)
 """
 
 import math
@@ -90,8 +90,12 @@ class PoolVariants(nn.Module):
 
 
 def build(weights_path: Optional[str] = None) -> PoolVariants:
-    """The model in eval mode, with the converted weights when a .pth path is given."""
+    """The model in eval mode, with the converted weights when a .safetensors or .pth path is given."""
     model = PoolVariants()
-    if weights_path is not None:
+    if weights_path is not None and weights_path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(weights_path))
+    elif weights_path is not None:
         model.load_state_dict(torch.load(weights_path, weights_only=True))
     return model.eval()

@@ -2,7 +2,7 @@
 
 Inputs: data 1x3x96x112.
 Outputs: sigmoid-dsn1 1x1x96x112, sigmoid-dsn2 1x1x96x112, sigmoid-dsn3 1x1x96x112, sigmoid-dsn4 1x1x96x112, sigmoid-dsn5 1x1x96x112, sigmoid-fuse 1x1x96x112.
-Usage: model = build("FCN.pth"); out = model(data)
+Usage: model = build("FCN.safetensors"); out = model(data)
 """
 
 from typing import Dict, List, Optional
@@ -156,8 +156,12 @@ class FCN(nn.Module):
 
 
 def build(weights_path: Optional[str] = None) -> FCN:
-    """The model in eval mode, with the converted weights when a .pth path is given."""
+    """The model in eval mode, with the converted weights when a .safetensors or .pth path is given."""
     model = FCN()
-    if weights_path is not None:
+    if weights_path is not None and weights_path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(weights_path))
+    elif weights_path is not None:
         model.load_state_dict(torch.load(weights_path, weights_only=True))
     return model.eval()

@@ -2,7 +2,7 @@
 
 Inputs: data 64x1x28x28.
 Outputs: prob 64x10.
-Usage: model = build("LeNet.pth"); out = model(data)
+Usage: model = build("LeNet.safetensors"); out = model(data)
 """
 
 from typing import Optional
@@ -56,8 +56,12 @@ class LeNet(nn.Module):
 
 
 def build(weights_path: Optional[str] = None) -> LeNet:
-    """The model in eval mode, with the converted weights when a .pth path is given."""
+    """The model in eval mode, with the converted weights when a .safetensors or .pth path is given."""
     model = LeNet()
-    if weights_path is not None:
+    if weights_path is not None and weights_path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(weights_path))
+    elif weights_path is not None:
         model.load_state_dict(torch.load(weights_path, weights_only=True))
     return model.eval()
