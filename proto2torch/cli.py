@@ -115,13 +115,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from .api import with_weights
-    from .verify import reference_inputs, verify_net
+    from .verify import load_reference, reference_inputs, verify_net
 
-    try:
-        with np.load(args.reference) as data:
-            reference = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise Proto2TorchError(f"cannot read reference {args.reference}: {exc}") from None
+    reference = load_reference(args.reference)
     if not args.input:
         args.input = [(k[len("input:") :], tuple(v.shape)) for k, v in reference.items() if k.startswith("input:")]
     net = _load(args)
@@ -416,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="run the net and compare every blob with reference values")
     _net_options(p)
     p.add_argument("--weights", required=True, help=".caffemodel (or weights .npy for DSL nets)")
-    p.add_argument("--reference", required=True, help=".npz with expected blobs by name and inputs as input:NAME")
+    p.add_argument("--reference", required=True, help=".npz, .h5 or a folder of .npy files: expected blobs by name, inputs as input:NAME")
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--strict", action="store_true", help="ill-conditioned blobs without a layer-local check fail")
     p.add_argument("--backend", choices=("live", "source"), default="live", help="run the live module or the emitted source")

@@ -1,46 +1,45 @@
-"""A minimal progress bar for long work, shown only when stderr is a terminal."""
+"""Progress bars for long work (reading a large caffemodel, training, converting a zoo), drawn by
+``tqdm`` and only when the stream is a terminal: logs, pipes and CI output stay clean."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
+
+from tqdm import tqdm
 
 
 class Progress:
-    """``with Progress("loading", total) as p: p.update(done)`` draws a bar at most 10 times a second."""
+    """``with Progress("loading", total) as p: p.update(done)``: ``done`` is the running total, not a step."""
 
     def __init__(self, label: str, total: int, unit: str = "B", stream: TextIO | None = None, min_total: int = 0):
-        self.label = label
-        self.total = max(total, 1)
-        self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = total >= min_total and _is_tty(self.stream)
-        self._last = 0.0
-        self._start = time.monotonic()
+        self._done = 0
+        self._bar = (
+            tqdm(total=max(total, 1), desc=label, unit=unit, unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000, file=self.stream, mininterval=0.1, leave=True)
+            if self.enabled
+            else None
+        )
 
     def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.update(self.total, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            if not any(exc):
+                self.update(int(self._bar.total))
+            self._bar.close()
 
     def update(self, done: int, force: bool = False) -> None:
-        if not self.enabled:
+        if self._bar is None:
             return
-        now = time.monotonic()
-        if not force and now - self._last < 0.1:
-            return
-        self._last = now
-        frac = min(done / self.total, 1.0)
-        width = 30
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-        amount = _human(done, self.unit) + "/" + _human(self.total, self.unit)
-        self.stream.write(f"\r{self.label} [{bar}] {frac * 100:5.1f}% {amount} {now - self._start:5.1f}s")
-        self.stream.flush()
+        step = min(done, int(self._bar.total)) - self._done
+        if step > 0:
+            self._done += step
+            self._bar.update(step)
+        if force:
+            self._bar.refresh()
 
 
 def _is_tty(stream: TextIO) -> bool:
@@ -48,13 +47,3 @@ def _is_tty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def _human(n: int, unit: str) -> str:
-    if unit != "B":
-        return f"{n}"
-    for suffix in ("B", "KB", "MB", "GB"):
-        if n < 1024 or suffix == "GB":
-            return f"{n:.0f}{suffix}" if suffix == "B" else f"{n:.1f}{suffix}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n}"

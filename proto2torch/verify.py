@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -107,6 +108,35 @@ class Report:
         if self.unused:
             lines.append(f"note: {len(self.unused)} reference blob(s) are not produced by the net: {', '.join(self.unused[:10])}")
         return "\n".join(lines)
+
+
+def load_reference(path: str | Path) -> dict[str, np.ndarray]:
+    """Reference blobs from a ``.npz``, an HDF5 file (``.h5``/``.hdf5``: every dataset, a blob
+    named ``conv1/7x7_s2`` sits in group ``conv1``, as h5py writes it; Caffe's HDF5Output and
+    pycaffe dumps), or a folder of ``.npy`` files named after the blobs (``conv1/7x7_s2.npy`` in a
+    subfolder likewise).  Net inputs are the arrays named ``input:NAME``."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            files = sorted(path.rglob("*.npy"))
+            if not files:
+                raise Proto2TorchError(f"reference folder {path} holds no .npy files")
+            return {f.relative_to(path).with_suffix("").as_posix(): np.load(f, allow_pickle=False) for f in files}
+        if path.suffix.lower() in (".h5", ".hdf5"):
+            try:
+                import h5py
+            except ImportError:
+                raise Proto2TorchError("reading an HDF5 reference needs h5py: pip install 'proto2torch[data]'") from None
+            out: dict[str, np.ndarray] = {}
+            with h5py.File(path, "r") as f:
+                f.visititems(lambda name, item: out.__setitem__(name, np.asarray(item)) if isinstance(item, h5py.Dataset) else None)
+            if not out:
+                raise Proto2TorchError(f"HDF5 reference {path} holds no datasets")
+            return out
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise Proto2TorchError(f"cannot read reference {path}: {exc}") from None
 
 
 def reference_inputs(net: Net, reference: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
