@@ -97,14 +97,7 @@ def _export_program(model: torch.nn.Module, args: tuple[torch.Tensor, ...], name
     as runtime checks); a static program when even that fails.  Returns it and its dynamic axes."""
     from torch.export import Dim
 
-    # a dynamic axis cannot be traced at size 1 (torch.export specialises it): trace at batch 2;
-    # and an axis is offered as dynamic only if the module really runs at another size along it
-    example = tuple(torch.cat([a, a]) if a.dim() and a.shape[0] == 1 else a for a in args)
-    batch = _runs(model, example)
-    example = example if batch else args
-    grown = tuple(torch.rand(*a.shape[:2], a.shape[2] + 32, a.shape[3] + 32) if a.dim() == 4 else a for a in example)
-    spatial = any(a.dim() == 4 for a in args) and _runs(model, grown)
-    axes = [(0,) * batch + ((2, 3) if spatial and a.dim() == 4 else ()) for a in args]
+    example, axes = _movable_axes(model, args)
     auto = tuple({axis: Dim.AUTO for axis in ax} for ax in axes)
     failure: Exception | None = None
     for inputs, shapes in ((example, auto), (args, None)):
@@ -114,26 +107,27 @@ def _export_program(model: torch.nn.Module, args: tuple[torch.Tensor, ...], name
         except Exception as exc:  # every torch.export failure is a reason to try the static program
             failure = exc
             continue
-        words = {0: "batch", 2: "height", 3: "width"}
         placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.meta.get("val") is not None][-len(names):]
-        dynamic = [
-            f"{name}:{words.get(axis, axis)}"
-            for name, node in zip(names, placeholders)
-            for axis, size in enumerate(node.meta["val"].shape)
-            if not isinstance(size, int)
-        ]
-        return program, dynamic
+        symbolic = [tuple(a for a, size in enumerate(node.meta["val"].shape) if not isinstance(size, int)) for node in placeholders]
+        return program, _axis_names(names, symbolic)
     raise ExportError(f"torch.export could not trace net '{net.name}': {_first_line(failure)}")
 
 
-def _traced_axes(traced: torch.nn.Module, args: tuple[torch.Tensor, ...], names: list[str]) -> list[str]:
-    """The axes a traced module still runs along at another size (a trace records no shape checks)."""
-    out = []
-    if args and all(a.dim() for a in args) and _runs(traced, tuple(torch.cat([a, a]) for a in args)):
-        out += [f"{n}:batch" for n in names]
-    if any(a.dim() == 4 for a in args) and _runs(traced, tuple(torch.rand(*a.shape[:2], a.shape[2] + 32, a.shape[3] + 32) if a.dim() == 4 else a for a in args)):
-        out += [f"{n}:{axis}" for n, a in zip(names, args) if a.dim() == 4 for axis in ("height", "width")]
-    return sorted(out, key=lambda a: (names.index(a.split(":")[0]), ["batch", "height", "width"].index(a.split(":")[1])))
+def _movable_axes(model: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...], list[tuple[int, ...]]]:
+    """Per input, the axes along which ``model`` really runs at another size (batch; height and
+    width of 4-d inputs, tried 32 larger), and example inputs for tracing them: the batch doubled
+    (a dynamic axis cannot be traced at size 1: torch.export specialises it)."""
+    example = tuple(torch.cat([a, a]) if a.dim() else a for a in args)
+    batch = all(a.dim() for a in args) and _runs(model, example)
+    example = example if batch else args
+    grown = tuple(torch.rand(*a.shape[:2], a.shape[2] + 32, a.shape[3] + 32) if a.dim() == 4 else a for a in example)
+    spatial = any(a.dim() == 4 for a in args) and _runs(model, grown)
+    return example, [(0,) * batch + ((2, 3) if spatial and a.dim() == 4 else ()) for a in args]
+
+
+def _axis_names(names: list[str], axes: list[tuple[int, ...]]) -> list[str]:
+    words = {0: "batch", 2: "height", 3: "width"}
+    return [f"{name}:{words[axis]}" for name, ax in zip(names, axes) for axis in ax]
 
 
 def _runs(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> bool:
@@ -166,7 +160,7 @@ def export(net: Net, path: str | Path, to: str, *, opset: int = DEFAULT_OPSET) -
         torch.jit.save(traced, buffer)
         with atomic_open(path) as f:
             f.write(buffer.getvalue())
-        return ExportReport(path, to, _traced_axes(traced, args, names))
+        return ExportReport(path, to, _axis_names(names, _movable_axes(traced, args)[1]))
     program, dynamic = _export_program(model, args, names, net)
     if to == "exported":
         buffer = io.BytesIO()

@@ -112,6 +112,12 @@ class _PairFeed:
                 if self.shuffle:
                     self.rng.shuffle(order)
 
+    def item(self) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def batch(self) -> dict[str, np.ndarray]:
+        return self.stack([self.item() for _ in range(self.batch_size)])
+
     def stack(self, items: list[tuple[np.ndarray, ...]]) -> dict[str, np.ndarray]:
         out = {}
         for k, top in enumerate(self.tops):
@@ -214,8 +220,6 @@ class ImageSegFeed(_PairFeed):
         dim = np.array([[[min(self.out_size[0], rows), min(self.out_size[1], cols)]]], np.float32)
         return tuple([np.ascontiguousarray(out, np.float32), np.ascontiguousarray(label)[None], dim][: len(self.tops)])
 
-    def batch(self) -> dict[str, np.ndarray]:
-        return self.stack([self.item() for _ in range(self.batch_size)])
 
 
 class DenseImageFeed(_PairFeed):
@@ -286,6 +290,3 @@ class DenseImageFeed(_PairFeed):
             data = data - np.asarray(means, np.float32)[:, None, None]
         data = data * self.scale
         return (np.ascontiguousarray(data, np.float32), np.ascontiguousarray(label, np.float32)[None])[: len(self.tops)]
-
-    def batch(self) -> dict[str, np.ndarray]:
-        return self.stack([self.item() for _ in range(self.batch_size)])
