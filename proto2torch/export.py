@@ -115,11 +115,13 @@ def _export_program(model: torch.nn.Module, args: tuple[torch.Tensor, ...], name
 
 def _movable_axes(model: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...], list[tuple[int, ...]]]:
     """Per input, the axes along which ``model`` really runs at another size (batch; height and
-    width of 4-d inputs, tried 32 larger), and example inputs for tracing them: the batch doubled
-    (a dynamic axis cannot be traced at size 1: torch.export specialises it)."""
-    example = tuple(torch.cat([a, a]) if a.dim() else a for a in args)
-    batch = all(a.dim() for a in args) and _runs(model, example)
-    example = example if batch else args
+    width of 4-d inputs, tried 32 larger), and example inputs for tracing them.  The probes run at
+    batch 2, whatever the declared batch (a net declared at batch 10,000 is not run at 20,000 to
+    learn that its batch can change), and a movable batch is traced at 2 too (a dynamic axis cannot
+    be traced at size 1: torch.export specialises it)."""
+    small = tuple(torch.cat([a[:1], a[:1]]) if a.dim() else a for a in args)
+    batch = all(a.dim() for a in args) and _runs(model, small)
+    example = small if batch else args
     grown = tuple(torch.rand(*a.shape[:2], a.shape[2] + 32, a.shape[3] + 32) if a.dim() == 4 else a for a in example)
     spatial = any(a.dim() == 4 for a in args) and _runs(model, grown)
     return example, [(0,) * batch + ((2, 3) if spatial and a.dim() == 4 else ()) for a in args]
