@@ -44,8 +44,9 @@ def _pair_arg(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _net_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("net", help="network definition: .prototxt (V2, V1 or V0) or caffe-tensorflow .py")
+def _net_options(p: argparse.ArgumentParser, positional: bool = True) -> None:
+    if positional:
+        p.add_argument("net", help="network definition: .prototxt (V2, V1 or V0) or caffe-tensorflow .py")
     p.add_argument("--input", action="append", type=_shape_arg, default=[], metavar="NAME=d0,d1,...", help="input shape (repeatable)")
     p.add_argument("--phase", choices=("TEST", "TRAIN"), default="TEST")
     p.add_argument("--stage", action="append", default=None, help="NetState stage for include/exclude rules (repeatable)")
@@ -114,62 +115,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .api import with_weights
-    from .verify import load_reference, reference_inputs, verify_net
+    from .verify import load_reference, verify_files
 
     reference = load_reference(args.reference)
     if not args.input:
         args.input = [(k[len("input:") :], tuple(v.shape)) for k, v in reference.items() if k.startswith("input:")]
-    net = _load(args)
-    fed = _data_layer_inputs(net, reference)
-    if fed:
-        from .ir.shapes import infer_shapes
-
-        reference.update({f"input:{k}": v for k, v in fed.items()})
-        net = infer_shapes(net, {k: v.shape for k, v in fed.items()})
-    net = with_weights(net, args.weights)
-    reference_inputs(net, reference)  # fail early when an input is missing
-    run = _runner(net, args.backend)
-    report = verify_net(net, reference, run, rtol=args.rtol, strict=args.strict)
+    report = verify_files(_load(args), args.weights, reference, backend=args.backend, rtol=args.rtol, strict=args.strict)
     print(report.to_json() if args.json else report.table())
     return 0 if report.passed else 1
-
-
-def _data_layer_inputs(net, reference) -> dict:  # noqa: ANN001
-    """Net inputs the reference lacks that the net's data layers produce: their first batch, as Caffe's run read it."""
-    missing = {net.values[v].blob for v in net.inputs} - {k[len("input:") :] for k in reference if k.startswith("input:")}
-    if not missing:
-        return {}
-    from .data.layers import NetFeed
-
-    feed = NetFeed(net)
-    if not feed or not missing <= set(feed.tops()):
-        return {}
-    return {k: v for k, v in next(feed).items() if k in missing}
-
-
-def _runner(net, backend: str):  # noqa: ANN001, ANN202
-    import torch
-
-    if backend == "source":
-        from .backend.source import load_emitted
-
-        module = load_emitted(net)
-    else:
-        from .backend.live import build_graph_module
-
-        module = build_graph_module(net)
-    from .backend.live import run_blobs
-
-    def run(inputs):  # noqa: ANN001, ANN202
-        tensors = {k: torch.from_numpy(v) for k, v in inputs.items()}
-        if backend == "source":
-            from .backend.source import run_source_blobs
-
-            return run_source_blobs(module, net, tensors)
-        return run_blobs(module, **tensors)
-
-    return run
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -177,22 +130,32 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     net = _load(args)
     has_weights = args.weights is not None
-    net = with_weights(net, args.weights)
     out = Path(args.output)
+    if args.to == "torch" and not has_weights:  # the code alone: no weights are made up, none written
+        from .backend.names import identifier
+        from .backend.source import emit_code
+        from .caffemodel.writer import atomic_open
+        from .ir.weights import parameter_count
+
+        class_name, code = emit_code(net, preprocess=_preprocess(args, net))
+        out.mkdir(parents=True, exist_ok=True)
+        py = out / f"{args.name or identifier(net.name)}.py"
+        with atomic_open(py) as f:
+            f.write(code.encode())
+        print(f"{net.name}: {len(net.nodes)} layers, {parameter_count(net) or 0:,} parameters")
+        print(f"  wrote {py} (class {class_name})")
+        print("  no --weights given: the class is written without a state_dict")
+        return 0
+    net = with_weights(net, args.weights)
     if args.to == "torch":
         from .backend.source import write_source
 
         py, weights, emitted = write_source(net, out, args.name, _preprocess(args, net), args.weights_format)
-        if not has_weights:
-            weights.unlink()
         params = sum(t.numel() for t in emitted.state_dict.values() if t.is_floating_point())
         print(f"{net.name}: {len(net.nodes)} layers, {params:,} parameters")
         print(f"  wrote {py} (class {emitted.class_name})")
-        if has_weights:
-            print(f"  wrote {weights} (state_dict, {len(emitted.state_dict)} tensors)")
-            print(f"  use:  from {py.stem} import build; model = build({str(weights)!r})")
-        else:
-            print("  no --weights given: the class is written without a state_dict")
+        print(f"  wrote {weights} (state_dict, {len(emitted.state_dict)} tensors)")
+        print(f"  use:  from {py.stem} import build; model = build({str(weights)!r})")
         return 0
     if args.to == "dsl":
         from .dsl.emit import write_dsl
@@ -386,6 +349,40 @@ def cmd_case(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from .progress import Progress
+    from .zoo import ZooOptions, exit_code, find_nets, run_zoo, table, write_reports
+
+    options = ZooOptions(
+        inputs=tuple(args.input),
+        phase=args.phase,
+        stages=tuple(args.stage) if args.stage else None,
+        level=args.level,
+        defines=tuple(args.define),
+        semantics=tuple(args.semantics),
+        dialect=args.dialect,
+        weights_format=args.weights_format,
+        rtol=args.rtol,
+        plugins=tuple(str(Path(p).resolve()) if Path(p).suffix == ".py" else p for p in args.plugin),
+    )
+    total = len(find_nets(args.folder))
+    if not total:
+        raise Proto2TorchError(f"zoo: no nets (.prototxt, prototxt .pt, caffe-tensorflow .py) under {args.folder}")
+    with Progress("converting", total, unit="net") as bar:
+        count = 0
+
+        def tick(result) -> None:  # noqa: ANN001
+            nonlocal count
+            count += 1
+            bar.update(count)
+
+        results = run_zoo(args.folder, args.output, options, jobs=args.jobs, on_result=tick)
+    print(table(results))
+    json_path, html_path = write_reports(results, args.folder, args.output)
+    print(f"wrote {json_path} and {html_path}")
+    return exit_code(results)
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     from .coverage import layer_rows
 
@@ -481,6 +478,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the TRAIN-phase random crops, mirrors, shuffles and skips")
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
     p.set_defaults(func=cmd_batches)
+
+    p = sub.add_parser(
+        "zoo",
+        help="convert (and verify, where a reference lies beside a net) every net in a folder tree, in parallel; JSON + HTML report",
+        epilog="exit codes: 0 every net converted (and verified); 1 a verification failed or a net crashed the converter; "
+        "3 some nets do not convert (listed); 2 an error (no such folder, no nets)",
+    )
+    p.add_argument("folder", help="folder searched for .prototxt, prototxt .pt and caffe-tensorflow .py files (solvers are left out)")
+    p.add_argument("-o", "--output", required=True, help="output folder: <net's folder>/<stem>.py (+ weights), zoo.json, zoo.html")
+    p.add_argument("--jobs", "-j", type=int, default=None, metavar="N", help="worker processes (default: one per core)")
+    p.add_argument("--weights-format", choices=("safetensors", "pth"), default="safetensors")
+    p.add_argument("--rtol", type=float, default=1e-4, help="verification tolerance (as verify's)")
+    _net_options(p, positional=False)
+    p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("case", help="materialise a conformance case: weights.caffemodel + reference.npz (training cases: inputs.npz)")
     p.add_argument("case", help="case folder (net.prototxt, recipe.json, expected.npz, meta.json)")

@@ -129,12 +129,20 @@ class ShapeError(Proto2TorchError, ValueError):
     """Shape inference failed: shapes that do not fit together, absurd sizes."""
 
 
+class MissingShapeError(ShapeError):
+    """A net input has no shape: the file gives none and the caller did not (``--input``, ``inputs=``)."""
+
+
 class WeightError(Proto2TorchError, ValueError):
     """A caffemodel (or weight file) is broken, or does not fit the net."""
 
 
 class DSLError(Proto2TorchError, ValueError):
     """A caffe-tensorflow DSL file uses something outside the supported subset."""
+
+
+class DSLMissingShapeError(DSLError, MissingShapeError):
+    """A DSL chain feeds an input whose shape was not given."""
 
 
 class PassError(Proto2TorchError, ValueError):

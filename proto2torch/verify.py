@@ -25,6 +25,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -137,6 +138,49 @@ def load_reference(path: str | Path) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise Proto2TorchError(f"cannot read reference {path}: {exc}") from None
+
+
+def verify_files(net: Net, weights: Any, reference: dict[str, np.ndarray], *, backend: str = "live", rtol: float = 1e-4, strict: bool = False) -> Report:
+    """What ``proto2torch verify`` does once the net is loaded: inputs the reference lacks are
+    fed from the net's data layers (their first batch, as Caffe's run read it), the weights
+    attached, the net run by the live module or the emitted source, every blob compared."""
+    from .api import with_weights
+
+    fed = data_layer_inputs(net, reference)
+    if fed:
+        from .ir.shapes import infer_shapes
+
+        reference.update({f"input:{k}": v for k, v in fed.items()})
+        net = infer_shapes(net, {k: v.shape for k, v in fed.items()})
+    net = with_weights(net, weights)
+    reference_inputs(net, reference)  # fail early when an input is missing
+    return verify_net(net, reference, runner(net, backend), rtol=rtol, strict=strict)
+
+
+def data_layer_inputs(net: Net, reference: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Net inputs the reference lacks that the net's data layers produce: their first batch."""
+    missing = {net.values[v].blob for v in net.inputs} - {k[len("input:") :] for k in reference if k.startswith("input:")}
+    if not missing:
+        return {}
+    from .data.layers import NetFeed
+
+    feed = NetFeed(net)
+    if not feed or not missing <= set(feed.tops()):
+        return {}
+    return {k: v for k, v in next(feed).items() if k in missing}
+
+
+def runner(net: Net, backend: str = "live") -> Runner:
+    """Inputs by blob name -> every blob, through the live module or the emitted source."""
+    from .backend.live import build_graph_module, run_blobs
+
+    if backend == "source":
+        from .backend.source import load_emitted, run_source_blobs
+
+        module = load_emitted(net)
+        return lambda inputs: run_source_blobs(module, net, {k: torch.from_numpy(v) for k, v in inputs.items()})
+    graph = build_graph_module(net)
+    return lambda inputs: run_blobs(graph, **{k: torch.from_numpy(v) for k, v in inputs.items()})
 
 
 def reference_inputs(net: Net, reference: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

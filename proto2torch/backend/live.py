@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from ..errors import LayerParamError, Proto2TorchError, ShapeError, UnsupportedLayerError
+from ..errors import LayerParamError, MissingShapeError, Proto2TorchError, ShapeError, UnsupportedLayerError
 from ..ir.graph import Net, Node
 from ..layers.registry import lookup
 from .lowering import AliasOp, In, InList, ModuleOp, Op, stopped_inputs
@@ -52,7 +52,7 @@ def check_convertible(net: Net) -> None:
     for v in net.inputs:
         if net.values[v].shape is None:
             blob = net.values[v].blob
-            raise ShapeError(f"net input '{blob}' has no shape; give one, e.g. inputs={{'{blob}': (1, 3, 224, 224)}} or --input {blob}=1,3,224,224")
+            raise MissingShapeError(f"net input '{blob}' has no shape; give one, e.g. inputs={{'{blob}': (1, 3, 224, 224)}} or --input {blob}=1,3,224,224")
 
 
 def make_module(op: ModuleOp) -> nn.Module:

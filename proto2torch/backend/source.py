@@ -341,6 +341,15 @@ def emit_source(net: Net, class_name: str | None = None, preprocess: Any = None)
     return EmittedSource(class_name, code, state, emitter.names)
 
 
+def emit_code(net: Net, class_name: str | None = None, preprocess: Any = None) -> tuple[str, str]:
+    """The source text alone, for a net with or without weights (no module is built and no
+    weights are filled): ``(class name, code)``, the code :func:`emit_source` writes."""
+    from ..ir.weights import with_placeholders
+
+    class_name = class_name or _camel(net.name)
+    return class_name, _Emitter(with_placeholders(net), class_name, preprocess).emit()
+
+
 def _camel(name: str) -> str:
     base = identifier(name)
     parts = [p for p in re.split(r"_+", base) if p]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DSLError, Proto2TorchError, guarded
+from ..errors import DSLError, DSLMissingShapeError, Proto2TorchError, guarded
 from ..ir.graph import Net, Node, Value, compute_outputs
 from ..ir.shapes import check_shape_of, infer_shapes
 from ..layers.activations import DropoutParams, PReLUParams, SlopeParams
@@ -181,7 +181,7 @@ class _Builder:
             return
         shape = self.input_shapes.get(blob)
         if shape is None:
-            raise DSLError(f"'{blob}' is fed but is neither a layer defined before nor a net input with a shape (give --input {blob}=N,C,H,W)", self.module.span(pos))
+            raise DSLMissingShapeError(f"'{blob}' is fed but is neither a layer defined before nor a net input with a shape (give --input {blob}=N,C,H,W)", self.module.span(pos))
         value = Value(blob, blob, check_shape_of(blob, shape))
         self.values[blob] = value
         self.latest[blob] = blob

@@ -139,6 +139,34 @@ def initialise(net: Net, seed: int = 0) -> Net:
     return net.replace(nodes=tuple(nodes))
 
 
+def with_placeholders(net: Net) -> Net:
+    """``net`` with every missing learned blob stood in for by zeros that take no memory (one
+    float, broadcast): enough to lower and emit a net's code, never to run it."""
+    zero = np.zeros((), np.float32)
+    nodes = []
+    for node in net.nodes:
+        want = expected_blob_shapes(net, node)
+        if want and not node.blobs:
+            node = node.replace(blobs=tuple(np.broadcast_to(zero, tuple(s)) for s in want))
+        nodes.append(node)
+    return net.replace(nodes=tuple(nodes))
+
+
+def parameter_count(net: Net) -> int | None:
+    """Learned elements of ``net`` from its layers' blob shapes (None while an input shape is unknown)."""
+    total = 0
+    for node in net.nodes:
+        if node.is_input:
+            continue
+        want = expected_blob_shapes(net, node)
+        if want is None:
+            if any(net.values[v].shape is None for v in node.inputs):
+                return None
+            continue
+        total += sum(math.prod(s) for s in want)
+    return total
+
+
 # --- Caffe's fillers --------------------------------------------------------------------------
 
 def fill(node: Node, shapes: Sequence[Shape], rng: np.random.Generator | None = None) -> list[np.ndarray]:
