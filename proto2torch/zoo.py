@@ -166,8 +166,17 @@ def convert_one(job: ZooJob, root: str, out: str, options: ZooOptions) -> NetRes
         result.status = "crashed"
         result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         result.note = "".join(traceback.format_exception(exc)[-3:])[-2000:]
+    prefix = f"{Path(root).resolve()}{os.sep}", f"{root}{os.sep}"  # paths in messages as the report shows them: under the root
+    result.error = _relative(result.error, prefix)
+    result.unsupported = [dict(u, where=_relative(u["where"], prefix) or "") for u in result.unsupported]
     result.seconds = round(time.perf_counter() - start, 3)
     return result
+
+
+def _relative(text: str | None, prefixes: Sequence[str]) -> str | None:
+    for prefix in prefixes:
+        text = text.replace(prefix, "") if text is not None else None
+    return text
 
 
 def _convert(job: ZooJob, root: Path, out: Path, options: ZooOptions, result: NetResult) -> None:

@@ -148,9 +148,9 @@ def test_zoo_converts_verifies_and_reports_each_net(tmp_path, capsys) -> None:
     assert lenet["layers"] == 8 and lenet["parameters"] == 431080
     wrong = nets["wrong/lenet.prototxt"]
     assert wrong["first_divergence"].startswith("layer 'conv2' (blob 'conv2')") and wrong["max_error"] > 1
-    assert "net.prototxt:4:15: unexpected end of file" in nets["broken/net.prototxt"]["error"]  # located
+    assert nets["broken/net.prototxt"]["error"].startswith("broken/net.prototxt:4:15: unexpected end of file")  # located, under the root
     (fork,) = nets["fork/net.prototxt"]["unsupported"]
-    assert fork["layer"] == "<script>alert(1)</script>" and fork["type"] == "MagicPool" and "net.prototxt:4" in fork["where"]
+    assert fork["layer"] == "<script>alert(1)</script>" and fork["type"] == "MagicPool" and fork["where"] == "fork/net.prototxt:4:1"
     assert nets["fresh/net.prototxt"]["outputs"] == ["fresh/net.py"] and nets["fresh/net.prototxt"]["parameters"] == 4 * 3 * 9 + 4
     assert "--input data=" in nets["dsl/ethereon_vgg16.py"]["error"]
     # the converted LeNet runs as Caffe ran it
