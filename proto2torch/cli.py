@@ -102,10 +102,12 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .summary import summary_dict, summary_table
+    from .summary import rf_table, summary_dict, summary_table
 
     net = _load(args)
-    if args.json:
+    if args.rf:
+        print(rf_table(net))
+    elif args.json:
         import json
 
         print(json.dumps(summary_dict(net), indent=2))
@@ -404,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _net_options(p)
     p.add_argument("--weights", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--rf", action="store_true", help="receptive field, jump and offset of every layer (where output pixels sit on the input)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("verify", help="run the net and compare every blob with reference values")

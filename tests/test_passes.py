@@ -206,10 +206,25 @@ def test_bad_pass_specs(spec: str, words: str) -> None:
 
 
 def test_weights_that_no_longer_fit_are_reported(tmp_path) -> None:
+    net = load_net(CASES_DIR / "net_caffenet" / "net.prototxt")
+    net = with_weights(net)  # fillers: only the shapes matter here
+    with pytest.raises(PassError, match="fc6"):  # pool5 (MAX 3x3) now gives 27x27: fc6's weights no longer fit
+        run_passes(net, ["dilate:output_stride=8"])
+
+
+def test_a_dilated_classifier_averages_the_whole_dilated_map(tmp_path) -> None:
+    """ResNet's pool5 window covered res5c (7x7): after dilate it is global pooling over 28x28, as
+    DRN classifies, so fc1000's weights still fit and the class scores come from the dilated features."""
     case = Case.load(CASES_DIR / "net_resnet50")
     net = with_weights(load_net(case.prototxt), case.write_caffemodel(tmp_path / "w.caffemodel"))
-    with pytest.raises(PassError, match="fc1000"):
-        run_passes(net, ["dilate:output_stride=8"])
+    result = run_passes(net, ["dilate:output_stride=8"])
+    assert result.net.node("pool5").params.is_global
+    assert any(line.startswith("dilate: pool5: its [7, 7] window covered its whole input: now global pooling") for line in result.log)
+    x = torch.from_numpy(case.inputs()["data"])
+    with torch.no_grad():
+        blobs = run_blobs(build_graph_module(result.net), data=x)
+    assert blobs["res5c"].shape == (1, 2048, 28, 28) and blobs["prob"].shape == (1, 1000)
+    assert torch.allclose(blobs["pool5"].flatten(1), blobs["res5c"].mean((2, 3)), atol=1e-5)
 
 
 def test_parse_spec_round_trip() -> None:

@@ -50,3 +50,12 @@ def ancestors(net: Net, targets: Iterable[str]) -> set[str]:
         if node is not None:
             stack.extend(node.inputs)
     return needed
+
+
+def downstream_blobs(net: Net, values: Iterable[str]) -> set[str]:
+    """Names of the blobs of ``values`` (value ids) and of every value computed from them."""
+    reached = set(values)
+    for node in net.nodes:
+        if any(v in reached for v in node.inputs):
+            reached.update(node.outputs)
+    return {net.values[v].blob for v in reached}

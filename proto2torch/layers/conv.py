@@ -212,9 +212,9 @@ class Convolution(_ConvBase):
             out.append(o)
         return [(*shapes[0][:axis], p.num_output, *out)]
 
-    def window(self, p: ConvParams) -> tuple[tuple[int, int, int], ...]:
-        kernel, stride, _, dilation = p.spatial(2)
-        return tuple((d * (k - 1) + 1, s, 1) for k, s, d in zip(kernel, stride, dilation))
+    def window(self, p: ConvParams) -> tuple[tuple[int, int, int, int | None], ...]:
+        kernel, stride, pad, dilation = p.spatial(2)
+        return tuple((d * (k - 1) + 1, s, 1, None if p.tf_same else q) for k, s, q, d in zip(kernel, stride, pad, dilation))
 
 
 @register
@@ -235,9 +235,9 @@ class Deconvolution(_ConvBase):
             out.append(o)
         return [(*shapes[0][:axis], p.num_output, *out)]
 
-    def window(self, p: ConvParams) -> tuple[tuple[int, int, int], ...]:
-        kernel, stride, _, dilation = p.spatial(2)
-        return tuple((d * (k - 1) + 1, 1, s) for k, s, d in zip(kernel, stride, dilation))
+    def window(self, p: ConvParams) -> tuple[tuple[int, int, int, int | None], ...]:
+        kernel, stride, pad, dilation = p.spatial(2)
+        return tuple((d * (k - 1) + 1, 1, s, q) for k, s, q, d in zip(kernel, stride, pad, dilation))
 
 
 @dataclass(frozen=True)
@@ -280,8 +280,8 @@ class Im2col(LayerSpec):
             raise ShapeError(f"the kernel {list(p.kernel)} (dilation {list(p.dilation)}) does not fit the padded input {list(x)}")
         return [(x[0], x[1] * p.kernel[0] * p.kernel[1], *out)]
 
-    def window(self, p: Im2colParams) -> tuple[tuple[int, int, int], ...]:
-        return tuple((d * (k - 1) + 1, s, 1) for k, s, d in zip(p.kernel, p.stride, p.dilation))
+    def window(self, p: Im2colParams) -> tuple[tuple[int, int, int, int | None], ...]:
+        return tuple((d * (k - 1) + 1, s, 1, q) for k, s, q, d in zip(p.kernel, p.stride, p.pad, p.dilation))
 
     def lower(self, p: Im2colParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> CallOp:
         out = list(self.infer(p, shapes)[0][2:])

@@ -136,8 +136,8 @@ class Convolution3D(LayerSpec):
     def blob_fits(self, p: Conv3DParams, index: int, got: Shape, want: Shape) -> bool:
         return index == 1 and same_values(got, want)  # C3D v1.0 stores the bias as (1, 1, 1, 1, n)
 
-    def window(self, p: Conv3DParams) -> tuple[tuple[int, int, int], ...]:
-        return ((p.kernel[1], p.stride[1], 1),) * 2
+    def window(self, p: Conv3DParams) -> tuple[tuple[int, int, int, int | None], ...]:
+        return ((p.kernel[1], p.stride[1], 1, p.pad[1]),) * 2
 
     module: ClassVar[type[nn.Module]] = nn.Conv3d
 
@@ -213,8 +213,8 @@ class Pooling3D(LayerSpec):
             raise ShapeError(f"the pooling window {p.kernel} does not fit the input {list(x)}")
         return [(x[0], x[1], *sizes)]
 
-    def window(self, p: Pool3DParams) -> tuple[tuple[int, int, int], ...]:
-        return ((p.kernel[1], p.stride[1], 1),) * 2
+    def window(self, p: Pool3DParams) -> tuple[tuple[int, int, int, int | None], ...]:
+        return ((p.kernel[1], p.stride[1], 1, p.pad),) * 2
 
     def lower(self, p: Pool3DParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         kd, k = p.kernel

@@ -131,10 +131,10 @@ class Pooling(LayerSpec):
         _, out = self._sizes(p, shape)
         return [(shape[0], shape[1], *out)] * (2 if p.mask else 1)
 
-    def window(self, p: PoolParams) -> tuple[tuple[int, int, int], ...] | None:
+    def window(self, p: PoolParams) -> tuple[tuple[int, int, int, int | None], ...] | None:
         if p.kernel is None:
             return None
-        return tuple((k, s, 1) for k, s in zip(p.kernel, p.stride))
+        return tuple((k, s, 1, None if p.tf_same else q) for k, s, q in zip(p.kernel, p.stride, p.pad))
 
     def lower(self, p: PoolParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         return lower_pooling(p, shapes[0])

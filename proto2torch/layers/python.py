@@ -72,7 +72,7 @@ class Python(LayerSpec):
     def weight_shapes(self, p: PythonParams, shapes: list[Shape]) -> list[Shape]:
         return self._inner(p).weight_shapes(p.params, shapes)
 
-    def window(self, p: PythonParams) -> tuple[tuple[int, int, int], ...] | None:
+    def window(self, p: PythonParams) -> tuple[tuple[int, int, int, int | None], ...] | None:
         return self._inner(p).window(p.params)
 
     def lower(self, p: PythonParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> Op:

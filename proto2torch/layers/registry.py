@@ -152,8 +152,9 @@ class LayerSpec:
         describe them (None: use the fillers)."""
         return None
 
-    def window(self, p: Any) -> tuple[tuple[int, int, int], ...] | None:
-        """Per spatial axis (effective kernel, stride, upsampling factor) for receptive fields."""
+    def window(self, p: Any) -> tuple[tuple[int, int, int, int | None], ...] | None:
+        """Per spatial axis (effective kernel, stride, upsampling factor, padding) for receptive
+        fields and the placement of output pixels (padding None: it depends on the input size)."""
         return None
 
     # --- back end ------------------------------------------------------------------

@@ -138,8 +138,9 @@ class Interp(LayerSpec):
         h, w = interp_size(p, shapes)
         return [(shapes[0][0], shapes[0][1], h, w)]
 
-    def window(self, p: InterpParams) -> tuple[tuple[int, int, int], ...] | None:
-        return ((1, 1, p.zoom), (1, 1, p.zoom)) if p.zoom > 1 else None
+    def window(self, p: InterpParams) -> tuple[tuple[int, int, int, int | None], ...] | None:
+        # corners aligned: output pixel 0 is input pixel 0 (a crop by pad_beg moves it; not followed here)
+        return ((1, 1, p.zoom, 0 if p.pad_beg == 0 else None),) * 2 if p.zoom > 1 else None
 
     def lower(self, p: InterpParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         crop = (-p.pad_beg, -p.pad_end)

@@ -88,8 +88,11 @@ class Upsample(LayerSpec):
         w = shape[3] * p.scale[1] - int(p.pad_out[1])
         return [(shape[0], shape[1], h, w)]
 
-    def window(self, p: UpsampleParams) -> tuple[tuple[int, int, int], ...]:
-        return ((1, 1, p.scale[0]), (1, 1, p.scale[1]))
+    def window(self, p: UpsampleParams) -> tuple[tuple[int, int, int, int | None], ...]:
+        # nearest: output pixel j repeats input pixel j // s (a deconvolution with an s-wide kernel);
+        # max-unpooling puts each value where its mask says: no fixed placement
+        pad = 0 if p.mode == "nearest" else None
+        return ((p.scale[0], 1, p.scale[0], pad), (p.scale[1], 1, p.scale[1], pad))
 
     def lower(self, p: UpsampleParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         if p.mode == "nearest":

@@ -26,6 +26,12 @@ from ..ir.graph import Net
 class PassResult:
     net: Net
     log: list[str] = field(default_factory=list)
+    redefined: set[str] = field(default_factory=set)
+    """Blobs whose values the pass changes on purpose (``surgery --check`` does not compare them)."""
+    renamed: dict[str, str] = field(default_factory=dict)
+    """New blob name → the name it had before the pass."""
+    means: dict[str, str] = field(default_factory=dict)
+    """New blob → blob of the net before the pass that its spatial mean equals (gap-to-conv's maps)."""
 
 
 class Pass:
@@ -33,6 +39,13 @@ class Pass:
 
     name: ClassVar[str]
     summary: ClassVar[str] = ""
+    keeps: ClassVar[str | None] = None
+    """What ``surgery --check`` checks after this pass: ``outputs`` (every blob the pass does not
+    redefine is unchanged), ``shift`` (blobs sampled every few pixels equal the net before it),
+    ``receptive-field`` (no layer's receptive field shrinks); None: nothing is kept by design."""
+
+    def property_kind(self) -> str | None:
+        return self.keeps
 
     def apply(self, net: Net) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -132,4 +145,4 @@ def _ensure_loaded() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        from . import bilinear, cut, deploy, dilate, edit, fc_to_conv, fold_bn, transplant  # noqa: F401
+        from . import bilinear, cut, deploy, dilate, edit, fc_to_conv, fold_bn, gap_to_conv, transplant  # noqa: F401

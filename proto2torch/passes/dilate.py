@@ -25,6 +25,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import PassError
+from ..ir.edit import downstream_blobs
 from ..ir.graph import Net
 from ..ir.shapes import infer_shapes
 from . import Pass, PassResult, register_pass
@@ -44,6 +45,9 @@ class Dilate(Pass):
     output_stride: int = 8
     policy: str = "exact"
 
+    def property_kind(self) -> str | None:
+        return "shift" if self.policy == "exact" else "receptive-field"
+
     def apply(self, net: Net) -> PassResult:
         if self.output_stride < 1:
             raise PassError(f"output_stride must be positive, got {self.output_stride}")
@@ -56,6 +60,7 @@ class Dilate(Pass):
         producer = net.producer()
         consumers = net.consumers()
         position: dict[str, int] = {}  # node name → index in `nodes`
+        redefined: set[str] = set()
         for node in net.nodes:
             s_in = max((stride.get(v, 1) for v in node.inputs), default=1)
             m_in = max((mult.get(v, 1) for v in node.inputs), default=1)
@@ -73,7 +78,11 @@ class Dilate(Pass):
                 else:
                     s_out = s_in * layer_stride
                 grow = m_in * (layer_stride if "stride" in changes and self.policy == "deeplab" else 1)
-                if grow > 1 and max(kernel) > 1:
+                if not is_conv and grow > 1 and _covers_input(net, node):
+                    changes.update(kernel=None, stride=(1, 1))
+                    log.append(f"{node.name}: its {list(kernel)} window covered its whole input: now global pooling over the dilated map (as DRN classifies; not shift-exact by design)")
+                    redefined |= set(node.outputs)
+                elif grow > 1 and max(kernel) > 1:
                     if is_conv:
                         dilation, pad = params.spatial(2)[3], params.spatial(2)[2]
                         changes["dilation"] = _compact(tuple(d * grow if k > 1 else d for d, k in zip(dilation, kernel)))
@@ -93,7 +102,8 @@ class Dilate(Pass):
                 stride[v], mult[v] = s_out, m_out
             position[node.name] = len(nodes)
             nodes.append(node)
-        return PassResult(infer_shapes(net.replace(nodes=tuple(nodes))), log)
+        result = infer_shapes(net.replace(nodes=tuple(nodes)))
+        return PassResult(result, log, redefined=downstream_blobs(result, redefined))
 
     @staticmethod
     def _grow_explicit_pad(node, grow, producer, consumers, nodes, position, log) -> None:  # noqa: ANN001
@@ -106,6 +116,13 @@ class Dilate(Pass):
         pads = tuple(q * grow for q in source.params.pads)
         nodes[position[source.name]] = source.replace(params=dataclasses.replace(source.params, pads=pads))
         log.append(f"{source.name}: padding {list(source.params.pads)} -> {list(pads)} (feeds {node.name})")
+
+
+def _covers_input(net: Net, node) -> bool:  # noqa: ANN001
+    """An unpadded pooling window as large as its (4-d) input: global pooling in all but name."""
+    shape = net.values[node.inputs[0]].shape
+    p = node.params
+    return shape is not None and len(shape) == 4 and tuple(p.kernel) == tuple(shape[2:]) and tuple(p.pad) == (0, 0) and not p.tf_same
 
 
 def _compact(values: tuple[int, ...]) -> tuple[int, ...]:

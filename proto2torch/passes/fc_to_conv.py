@@ -29,6 +29,7 @@ from . import Pass, PassResult, register_pass
 class FcToConv(Pass):
     name = "fc-to-conv"
     summary = "InnerProduct → Convolution whose kernel covers the input (fully convolutional nets)"
+    keeps = "outputs"
     layers: str = ""
     suffix: str = ""
 
@@ -36,6 +37,7 @@ class FcToConv(Pass):
         wanted = [n for n in self.layers.split("+") if n]
         names = wanted or [n.name for n in net.nodes if n.type == "InnerProduct"]
         log = []
+        renamed: dict[str, str] = {}
         for name in names:
             node = net.find(name)
             if node is None or node.type != "InnerProduct":
@@ -70,8 +72,9 @@ class FcToConv(Pass):
             if self.suffix:
                 top = net.values[node.outputs[0]].blob
                 net = rename_blob(net, top, top + self.suffix)
+                renamed[top + self.suffix] = top
             log.append(
                 f"{name}: InnerProduct on {channels}x{height}x{width} -> Convolution '{new_name}' {p.num_output}x{channels}x{height}x{width}"
                 + (" (weights transposed)" if p.transpose else "")
             )
-        return PassResult(net, log)
+        return PassResult(net, log, renamed=renamed)

@@ -27,6 +27,7 @@ _FOLDABLE = ("Convolution", "Deconvolution", "InnerProduct")
 class FoldBN(Pass):
     name = "fold-bn"
     summary = "fold BatchNorm (+ Scale) into the preceding Convolution/InnerProduct"
+    keeps = "outputs"
 
     def apply(self, net: Net) -> PassResult:
         producer = net.producer()
@@ -34,6 +35,7 @@ class FoldBN(Pass):
         replaced: dict[str, Node] = {}
         drop: set[str] = set()
         rewire: dict[str, str] = {}
+        redefined: set[str] = set()
         log = []
         for bn in net.nodes:
             if bn.type != "BatchNorm" or bn.params is None or not bn.params.use_global_stats or not bn.blobs:
@@ -69,6 +71,8 @@ class FoldBN(Pass):
             replaced[layer.name] = layer.replace(params=params, blobs=(weight.astype(np.float32), bias.astype(np.float32)))
             drop.add(bn.name)
             rewire[bn.outputs[0]] = src
+            if net.values[bn.outputs[0]].blob != net.values[src].blob:  # the layer's own top now holds the normalised values
+                redefined.add(net.values[src].blob)
             folded = f"{bn.name}"
             if scale is not None:
                 drop.add(scale.name)
@@ -77,7 +81,7 @@ class FoldBN(Pass):
             log.append(f"{folded} folded into {layer.name}")
         nodes = [replaced.get(n.name, n) for n in net.nodes]
         result = drop_nodes(net.replace(nodes=tuple(nodes)), drop, rewire)
-        return PassResult(result, log)
+        return PassResult(result, log, redefined=redefined)
 
 
 def _following_scale(net: Net, bn: Node, consumers: dict[str, list[Node]]) -> Node | None:
