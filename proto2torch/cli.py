@@ -208,11 +208,22 @@ def cmd_surgery(args: argparse.Namespace) -> int:
 
     reshape, args.input = dict(args.input) or None, []
     net = with_weights(_load(args), args.weights)  # passes see the net's declared input shapes
-    result = run_passes(net, args.passes)
+    if args.check:
+        from .passes.check import check_passes
+
+        result, checks = check_passes(net, args.passes)
+    else:
+        result, checks = run_passes(net, args.passes), []
     if reshape:
         result.net = infer_shapes(result.net, reshape)
     for line in result.log:
         print(line)
+    for check in checks:
+        print(check.line())
+    failed = [c for c in checks if c.passed is False]
+    if failed:
+        print(f"surgery --check failed at pass {failed[0].step}, layer '{failed[0].layer}': nothing written", file=sys.stderr)
+        return 1
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     stem = args.name or _stem(result.net.name)
@@ -385,6 +396,30 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return exit_code(results)
 
 
+def cmd_localize(args: argparse.Namespace) -> int:
+    from .api import with_weights
+    from .localize import localize_net
+    from .train.loop import read_inputs
+
+    inputs = read_inputs(args.inputs)
+    if not inputs:
+        raise Proto2TorchError(f"{args.inputs} holds no input:NAME arrays")
+    args.input = [(k, tuple(v.shape)) for k, v in inputs.items()] + list(args.input)
+    net = with_weights(_load(args), args.weights)
+    blob, boxes = localize_net(net, inputs, args.threshold, blob=args.blob, best_only=not args.all, connectivity=args.connectivity)
+    if args.json:
+        import json
+
+        print(json.dumps({"blob": blob, "threshold": args.threshold, "images": [[b.as_dict() for b in image] for image in boxes]}, indent=2))
+        return 0
+    for n, image in enumerate(boxes):
+        print(f"image {n}: {len(image)} box(es) on '{blob}' above {args.threshold:g}")
+        for b in image:
+            x0, y0, x1, y1 = b.box
+            print(f"  class {b.label:4d}  score {b.score:.4g}  box ({x0:.1f}, {y0:.1f}) - ({x1:.1f}, {y1:.1f})  map {b.map_box}  {b.pixels} px")
+    return 0
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     from .coverage import layer_rows
 
@@ -443,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     _net_options(p)
     p.add_argument("--weights", default=None, help=".caffemodel of the net (default: fresh weights from the layers' fillers, seeded)")
     p.add_argument("--pass", dest="passes", action="append", required=True, metavar="SPEC", help="e.g. fc-to-conv, dilate:output_stride=8, cut:after=res5c (repeatable, in order)")
+    p.add_argument(
+        "--check", action="store_true",
+        help="run the net before and after each pass on a seeded input and check what the pass must keep; exit 1 (nothing written) naming the layer where it broke",
+    )
     p.epilog = "--input reshapes the result after the passes (passes see the declared input shapes)"
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--name", default=None, help="file stem (default: the net's name)")
@@ -481,6 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the TRAIN-phase random crops, mirrors, shuffles and skips")
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz")
     p.set_defaults(func=cmd_batches)
+
+    p = sub.add_parser("localize", help="boxes from a class score map (DRN: arg-max class, threshold, connected regions, best box per class)")
+    _net_options(p)
+    p.add_argument("--weights", default=None, help=".caffemodel (default: the layers' fillers)")
+    p.add_argument("--inputs", required=True, metavar="IN.npz", help="input:NAME arrays to run the net on")
+    p.add_argument("--threshold", type=float, required=True, help="a pixel counts for its arg-max class when that score exceeds this")
+    p.add_argument("--blob", default=None, help="the score map (default: the first 4-d output)")
+    p.add_argument("--all", action="store_true", help="every region, not only each class's best")
+    p.add_argument("--connectivity", type=int, choices=(4, 8), default=8)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_localize)
 
     p = sub.add_parser(
         "zoo",

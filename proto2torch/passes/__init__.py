@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -103,8 +103,15 @@ def parse_spec(spec: str) -> Pass:
         raise PassError(f"pass {name!r}: {exc}") from None
 
 
-def run_passes(net: Net, passes: Sequence[Pass | str], *, check_weights: bool = True) -> PassResult:
-    """Apply passes in order; errors name the failing pass and the ones already run."""
+def run_passes(
+    net: Net,
+    passes: Sequence[Pass | str],
+    *,
+    check_weights: bool = True,
+    on_step: Callable[[Pass, Net, PassResult], None] | None = None,
+) -> PassResult:
+    """Apply passes in order; errors name the failing pass and the ones already run.
+    ``on_step(pass, net before it, its result)`` sees each step (``surgery --check`` uses it)."""
     done: list[str] = []
     log: list[str] = []
     for item in passes:
@@ -114,6 +121,8 @@ def run_passes(net: Net, passes: Sequence[Pass | str], *, check_weights: bool = 
         except Proto2TorchError as exc:
             after = f" (after {', '.join(done)})" if done else ""
             raise PassError(f"pass {p.name}{after}: {exc}") from exc
+        if on_step is not None:
+            on_step(p, net, result)
         net = result.net
         done.append(p.name)
         log += [f"{p.name}: {line}" for line in result.log] or [f"{p.name}: nothing to change"]

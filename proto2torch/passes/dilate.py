@@ -96,6 +96,8 @@ class Dilate(Pass):
                         )
                 if changes:
                     node = node.replace(params=dataclasses.replace(params, **changes))
+            if node.type == "Pooling" and node.params is not None and node.params.is_global:
+                m_out = 1  # one value per channel: nothing downstream sees the dilated grid
             elif m_in > 1 and node.type in ("Deconvolution", "InnerProduct", "Crop", "Upsample", "Interp"):
                 log.append(f"{node.name}: WARNING {node.type} after the removed strides is left as it is; check it (or cut before it)")
             for v in node.outputs:
