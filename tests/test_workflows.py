@@ -179,8 +179,8 @@ def test_surgery_check_fails_where_dilation_stops_being_shift_exact(tmp_path, ca
     """)
     assert main(["surgery", str(prototxt), "--pass", "dilate:output_stride=2", "--check", "-o", str(tmp_path / "out")]) == 1
     captured = capsys.readouterr()
-    assert "check dilate:output_stride=2: FAIL: layer 'p3' (blob 'p3') sampled every few pixels, differs from the net before" in captured.out
-    assert "failed at pass dilate:output_stride=2, layer 'p3': nothing written" in captured.err
+    assert "check dilate:output_stride=2,policy=exact: FAIL: layer 'p3' (blob 'p3') sampled every few pixels, differs from the net before" in captured.out
+    assert "failed at pass dilate:output_stride=2,policy=exact, layer 'p3': nothing written" in captured.err
     assert not (tmp_path / "out").exists()
     deeplab = ["surgery", str(prototxt), "--pass", "dilate:output_stride=2,policy=deeplab", "--check", "-o", str(tmp_path / "dl")]
     assert main(deeplab) == 0

@@ -62,7 +62,7 @@ def check_passes(net: Net, passes: Sequence[Pass | str], *, seed: int = 0, rtol:
 def _spec(p: Pass) -> str:
     import dataclasses
 
-    options = ",".join(f"{f.name}={getattr(p, f.name)}" for f in dataclasses.fields(p) if getattr(p, f.name) != f.default)  # type: ignore[arg-type]
+    options = ",".join(f"{f.name}={getattr(p, f.name)}" for f in dataclasses.fields(p) if getattr(p, f.name) not in ("", False, None))  # type: ignore[arg-type]
     return p.name + (f":{options}" if options else "")
 
 

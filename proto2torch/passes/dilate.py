@@ -61,6 +61,7 @@ class Dilate(Pass):
         consumers = net.consumers()
         position: dict[str, int] = {}  # node name → index in `nodes`
         redefined: set[str] = set()
+        converted: set[str] = set()  # full-window poolings made global
         for node in net.nodes:
             s_in = max((stride.get(v, 1) for v in node.inputs), default=1)
             m_in = max((mult.get(v, 1) for v in node.inputs), default=1)
@@ -82,6 +83,7 @@ class Dilate(Pass):
                     changes.update(kernel=None, stride=(1, 1))
                     log.append(f"{node.name}: its {list(kernel)} window covered its whole input: now global pooling over the dilated map (as DRN classifies; not shift-exact by design)")
                     redefined |= set(node.outputs)
+                    converted.add(node.name)
                 elif grow > 1 and max(kernel) > 1:
                     if is_conv:
                         dilation, pad = params.spatial(2)[3], params.spatial(2)[2]
@@ -97,6 +99,9 @@ class Dilate(Pass):
                 if changes:
                     node = node.replace(params=dataclasses.replace(params, **changes))
             if node.type == "Pooling" and node.params is not None and node.params.is_global:
+                if m_in > 1 and node.name not in converted:
+                    log.append(f"{node.name}: global pooling now averages the dilated map (as DRN classifies; not shift-exact by design)")
+                    redefined |= set(node.outputs)
                 m_out = 1  # one value per channel: nothing downstream sees the dilated grid
             elif m_in > 1 and node.type in ("Deconvolution", "InnerProduct", "Crop", "Upsample", "Interp"):
                 log.append(f"{node.name}: WARNING {node.type} after the removed strides is left as it is; check it (or cut before it)")
