@@ -57,7 +57,10 @@ def _net_options(p: argparse.ArgumentParser, positional: bool = True) -> None:
     )
     p.add_argument("--format", choices=("prototxt", "dsl"), default=None, help="input format (default: by file suffix)")
     _limit_options(p)
-    p.add_argument("--dialect", default=None, help="caffe-tensorflow DSL dialect (ethereon, drsleep, pspnet, icnet)")
+    from .dsl.lower import DIALECTS  # no torch: the DSL reader builds IR only
+
+    p.add_argument("--dialect", default=None, choices=sorted(DIALECTS), help=f"caffe-tensorflow DSL dialect ({', '.join(DIALECTS)}; default: detected from the file)")
+    p.add_argument("--class", dest="class_name", default=None, metavar="NAME", help="the model class of a caffe-tensorflow file that defines several (default: the first)")
     _plugin_option(p)
 
 
@@ -92,6 +95,10 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
         kwargs["format"] = "dsl"
         if args.dialect:
             kwargs["dialect"] = args.dialect
+        if args.class_name:
+            kwargs["class_name"] = args.class_name
+        if args.define:
+            kwargs["defines"] = dict(args.define)
     else:
         kwargs.update(phase=args.phase, stages=args.stage, level=args.level)
         if args.define:

@@ -17,12 +17,13 @@ the file when that is unambiguous and can be forced.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DSLError, DSLMissingShapeError, Proto2TorchError, guarded
+from ..errors import DSLError, DSLMissingShapeError, LimitError, Proto2TorchError, guarded
 from ..ir.graph import Net, Node, Value, compute_outputs
 from ..ir.shapes import check_shape_of, infer_shapes
 from ..layers.activations import DropoutParams, PReLUParams, SlopeParams
@@ -43,20 +44,29 @@ from .syntax import (
     Attr,
     BinOp,
     Block,
+    BoolOp,
     Call,
     ClassDef,
+    Compare,
     Const,
     ExprStmt,
+    For,
+    FString,
     FuncDef,
+    If,
+    IfExp,
     Import,
+    Lambda,
     Module,
     Name,
+    Other,
     Pos,
     Seq,
     Simple,
     Slice,
     Subscript,
     UnaryOp,
+    With,
     parse_dsl_source,
 )
 
@@ -216,14 +226,35 @@ def _fresh(blob: str, values: Mapping[str, Value]) -> str:
 # --- the safe evaluator -----------------------------------------------------------------------------
 
 _MAX_NUMBER = 1e15
+_MAX_TEXT = 10_000
+"""Longest string a model file may compute (layer names are short)."""
+_MAX_ITEMS = 100_000
+"""Longest tuple, list or range."""
+_MAX_CALLS = 64
+"""Deepest nesting of lambda calls."""
+_WIDE_FORMAT = re.compile(r"\d{4,}|\*")
+"""A format width or precision of four digits or more (``'%099999d'``): refused before formatting."""
+
+
+@dataclass(frozen=True)
+class Closure:
+    """A lambda of the file, with the names it saw: applied by the evaluator, never by Python."""
+
+    params: tuple[tuple[str, Any], ...]
+    body: Any
+    env: Mapping[str, Any]
+    pos: Pos
 
 
 class _Evaluator:
-    """Literal values only: constants, arithmetic on numbers, names bound to such values."""
+    """Values of expressions, computed from literals only: numbers (bounded), strings (bounded), tuples,
+    dicts, comparisons, conditions, f-strings and %-formatting of names, ``len``/``range``/``int``/...,
+    the file's constants and lambdas, ``self.X`` constants, ``setup`` parameters given by ``--define``."""
 
-    def __init__(self, module: Module, env: Mapping[str, Any]):
+    def __init__(self, module: Module, env: Mapping[str, Any], depth: int = 0):
         self.module = module
         self.env = env
+        self.depth = depth
 
     def fail(self, message: str, pos: Pos) -> DSLError:
         return DSLError(message, self.module.span(pos))
@@ -232,40 +263,97 @@ class _Evaluator:
         if isinstance(expr, Const):
             if isinstance(expr.value, bytes):
                 raise self.fail("byte strings are not used in layer arguments", expr.pos)
+            if isinstance(expr.value, complex) or expr.value is Ellipsis:
+                raise self.fail(f"{expr.value!r} is not a layer argument", expr.pos)
+            if isinstance(expr.value, str) and len(expr.value) > _MAX_TEXT:
+                raise self.fail(f"a string of {len(expr.value)} characters is over the {_MAX_TEXT}-character limit", expr.pos)
             return expr.value
         if isinstance(expr, Seq):
             if expr.kind == "dict":
-                raise self.fail("dict literals are not layer arguments", expr.pos)
+                return {self._key(k): self(v) for k, v in expr.items}
+            if expr.kind == "set":
+                raise self.fail("set literals are not layer arguments", expr.pos)
             return tuple(self(item) for item in expr.items)
         if isinstance(expr, Name):
-            if expr.id.startswith("__"):
-                raise self.fail(f"'{expr.id}' is not allowed in a model file", expr.pos)
-            if expr.id not in self.env:
-                raise self.fail(f"'{expr.id}' is not a constant of this file or a setup parameter with a value (--define {expr.id}=VALUE)", expr.pos)
-            value = self.env[expr.id]
-            if isinstance(value, Opaque):
-                raise self.fail(f"'{expr.id}' is computed by Python code at line {value.pos.line} ({value.what}), which is not run", expr.pos)
-            return value
+            return self._name(expr.id, expr.pos)
         if isinstance(expr, Attr):
             if expr.attr.startswith("__"):
                 raise self.fail(f"attribute '{expr.attr}' is not allowed in a model file", expr.pos)
             path = _dotted(expr)
+            if not path:  # an attribute of a computed value: what computes it is the problem
+                self(expr.obj)
             if path in ("tf.nn.relu", "tensorflow.nn.relu"):
                 return Activation("relu")
+            if path and path in self.env:
+                return self._name(path, expr.pos)
+            if path.startswith("self."):
+                raise self.fail(f"'{path}' is not set to a literal value in the class (or its __init__)", expr.pos)
             raise self.fail(f"'{path or expr.attr}' is not a literal value", expr.pos)
         if isinstance(expr, UnaryOp):
             value = self(expr.operand)
+            if expr.op == "not":
+                return not _truth(value)
             if not _is_number(value):
                 raise self.fail(f"unary {expr.op} needs a number", expr.pos)
             return -value if expr.op == "-" else (+value if expr.op == "+" else self._refuse(expr))
         if isinstance(expr, BinOp):
             return self._binary(expr)
+        if isinstance(expr, Compare):
+            return self._compare(expr)
+        if isinstance(expr, BoolOp):
+            value: Any = None
+            for item in expr.values:
+                value = self(item)
+                if _truth(value) == (expr.op == "or"):
+                    return value
+            return value
+        if isinstance(expr, IfExp):
+            return self(expr.body) if _truth(self(expr.test)) else self(expr.orelse)
+        if isinstance(expr, FString):
+            return self._text("".join(self(p) if isinstance(p, Const) else self._format_part(p) for p in expr.parts), expr.pos)
+        if isinstance(expr, Subscript):
+            return self._subscript(expr)
+        if isinstance(expr, Lambda):  # names in its body are looked up when it is called, as Python does
+            return Closure(expr.params, expr.body, self.env, expr.pos)
         if isinstance(expr, Call):
-            what = _dotted(expr.func) or "an expression"
-            if any(part.startswith("__") for part in what.split(".")):
-                raise self.fail(f"'{what}' is not allowed in a model file", expr.pos)
-            raise self.fail(f"the call {what}(...) is not evaluated: layer arguments must be literal values", expr.pos)
+            return self._call(expr)
+        if isinstance(expr, Other):
+            raise self.fail(f"{expr.what} is not evaluated: layer arguments must be literal values", expr.pos)
         return self._refuse(expr)
+
+    def _name(self, name: str, pos: Pos) -> Any:
+        if name.startswith("__") or "__" in name.split(".")[-1][:2]:
+            raise self.fail(f"'{name}' is not allowed in a model file", pos)
+        if name not in self.env:
+            raise self.fail(f"'{name}' is not a constant of this file or a setup parameter with a value (--define {name}=VALUE)", pos)
+        value = self.env[name]
+        if isinstance(value, Opaque):
+            raise self.fail(f"'{name}' is computed by Python code at line {value.pos.line} ({value.what}), which is not run", pos)
+        return value
+
+    def _key(self, expr: Any) -> Any:
+        key = self(expr)
+        if not isinstance(key, (str, int, float, bool, tuple)) or key is None:
+            raise self.fail("dict keys must be literal values", getattr(expr, "pos", Pos(0, 0)))
+        return key
+
+    def _text(self, text: str, pos: Pos) -> str:
+        if len(text) > _MAX_TEXT:
+            raise self.fail(f"a string of {len(text)} characters is over the {_MAX_TEXT}-character limit", pos)
+        return text
+
+    def _format_part(self, part: tuple[Any, str, Any]) -> str:
+        expr, conversion, spec = part
+        value = self(expr)
+        _check_literal(self, value, getattr(expr, "pos", Pos(0, 0)))
+        spec_text = self(spec) if spec is not None else ""
+        if not isinstance(spec_text, str) or _WIDE_FORMAT.search(spec_text):
+            raise self.fail(f"the format spec {spec_text!r} is not allowed (widths and precisions of 4 digits or more)", getattr(expr, "pos", Pos(0, 0)))
+        value = repr(value) if conversion == "r" else str(value) if conversion == "s" else value
+        try:
+            return format(value, spec_text)
+        except (ValueError, TypeError) as exc:
+            raise self.fail(f"cannot format {value!r} with {spec_text!r}: {exc}", getattr(expr, "pos", Pos(0, 0))) from None
 
     def _refuse(self, expr: Any) -> Any:
         pos = getattr(expr, "pos", Pos(0, 0))
@@ -276,10 +364,96 @@ class _Evaluator:
             self(inner)
         raise self.fail(f"this expression ({type(expr).__name__.lower()}) is not a literal value", pos)
 
+    def _subscript(self, expr: Subscript) -> Any:
+        obj = self(expr.obj)
+        if not isinstance(obj, (tuple, str, dict)):
+            raise self.fail(f"only literal tuples, lists, strings and dicts are indexed, not {type(obj).__name__}", expr.pos)
+        if isinstance(expr.index, Slice):
+            bounds = [self(part) if part is not None else None for part in (expr.index.lower, expr.index.upper, expr.index.step)]
+            if any(b is not None and not isinstance(b, int) for b in bounds) or bounds[2] == 0:
+                raise self.fail("slice bounds must be whole numbers (and the step not 0)", expr.pos)
+            return obj[slice(*bounds)]  # type: ignore[index]
+        key = self(expr.index)
+        try:
+            return obj[key]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            raise self.fail(f"{key!r} is not in {_short(obj)}", expr.pos) from None
+
+    def _call(self, expr: Call) -> Any:
+        what = _dotted(expr.func) or "an expression"
+        if any(part.startswith("__") for part in what.split(".")):
+            raise self.fail(f"'{what}' is not allowed in a model file", expr.pos)
+        if isinstance(expr.func, Attr) and not _dotted(expr.func):  # a method of a computed value
+            self(expr.func.obj)
+        if expr.starred:
+            raise self.fail(f"{what}(*...) unpacks arguments at run time; it is not evaluated", expr.pos)
+        if isinstance(expr.func, Attr) and expr.func.attr == "format" and isinstance(expr.func.obj, Const) and isinstance(expr.func.obj.value, str):
+            template = expr.func.obj.value
+            if _WIDE_FORMAT.search(template):
+                raise self.fail("format widths of 4 digits or more are not allowed", expr.pos)
+            args = [self(a) for a in expr.args]
+            kwargs = {k: self(v) for k, v in expr.kwargs}
+            for value in (*args, *kwargs.values()):
+                _check_literal(self, value, expr.pos)
+            try:
+                return self._text(template.format(*args, **kwargs), expr.pos)
+            except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
+                raise self.fail(f"cannot format {template!r}: {exc}", expr.pos) from None
+        if isinstance(expr.func, Name) and expr.func.id not in self.env and expr.func.id in _BUILTINS:
+            return _BUILTINS[expr.func.id](self, [self(a) for a in expr.args], expr)
+        callee = None
+        if isinstance(expr.func, Name) and isinstance(self.env.get(expr.func.id), Closure):
+            callee = self.env[expr.func.id]
+        elif isinstance(expr.func, Attr) and isinstance(self.env.get(_dotted(expr.func)), Closure):
+            callee = self.env[_dotted(expr.func)]
+        elif isinstance(expr.func, Lambda):
+            callee = self(expr.func)
+        if callee is not None:
+            return self._apply(callee, expr)
+        raise self.fail(f"the call {what}(...) is not evaluated: layer arguments must be literal values", expr.pos)
+
+    def _apply(self, closure: Closure, expr: Call) -> Any:
+        if self.depth >= _MAX_CALLS:
+            raise self.fail(f"lambdas call each other more than {_MAX_CALLS} deep", expr.pos)
+        names = [n for n, _ in closure.params]
+        if any(n in ("*", "**") for n in names) or len(expr.args) > len(names):
+            raise self.fail("this lambda's arguments cannot be matched", expr.pos)
+        scope = dict(closure.env)
+        for (name, default), arg in zip(closure.params, [*expr.args, *[None] * (len(names) - len(expr.args))]):
+            given = dict(expr.kwargs).get(name)
+            source = arg if arg is not None else given if given is not None else default
+            if source is None:
+                raise self.fail(f"the lambda's argument '{name}' is missing", expr.pos)
+            scope[name] = self(source) if source is not default else _Evaluator(self.module, closure.env, self.depth + 1)(default)
+        return _Evaluator(self.module, scope, self.depth + 1)(closure.body)
+
+    def _compare(self, expr: Compare) -> bool:
+        left = self(expr.left)
+        for op, right_expr in zip(expr.ops, expr.comparators):
+            right = self(right_expr)
+            _check_literal(self, left, expr.pos)
+            _check_literal(self, right, expr.pos)
+            try:
+                ok = {
+                    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+                    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "in": lambda a, b: a in b, "not in": lambda a, b: a not in b,
+                    "is": lambda a, b: a is b if b is None or a is None else a == b, "is not": lambda a, b: a is not b if b is None or a is None else a != b,
+                }[op](left, right)
+            except KeyError:
+                raise self.fail(f"comparison '{op}' is not evaluated", expr.pos) from None
+            except TypeError as exc:
+                raise self.fail(f"cannot compare {left!r} {op} {right!r}: {exc}", expr.pos) from None
+            if not ok:
+                return False
+            left = right
+        return True
+
     def _binary(self, expr: BinOp) -> Any:
         left, right = self(expr.left), self(expr.right)
+        if isinstance(left, (str, tuple)) or isinstance(right, (str, tuple)):
+            return self._sequence_op(expr, left, right)
         if not (_is_number(left) and _is_number(right)):
-            raise self.fail(f"'{expr.op}' is only evaluated on numbers", expr.pos)
+            raise self.fail(f"'{expr.op}' is only evaluated on numbers and strings", expr.pos)
         try:
             if expr.op == "**":
                 if abs(right) > 64 or abs(left) > 2**32:
@@ -301,6 +475,119 @@ class _Evaluator:
         if isinstance(result, complex) or abs(result) > _MAX_NUMBER:
             raise self.fail("number out of range", expr.pos)
         return result
+
+    def _sequence_op(self, expr: BinOp, left: Any, right: Any) -> Any:
+        if expr.op == "+" and type(left) is type(right):
+            size = len(left) + len(right)
+        elif expr.op == "*" and isinstance(right, int) and not isinstance(right, bool) and isinstance(left, (str, tuple)):
+            size = len(left) * max(right, 0)
+        elif expr.op == "*" and isinstance(left, int) and not isinstance(left, bool) and isinstance(right, (str, tuple)):
+            size = len(right) * max(left, 0)
+        elif expr.op == "%" and isinstance(left, str):
+            if _WIDE_FORMAT.search(left):
+                raise self.fail("format widths of 4 digits or more are not allowed", expr.pos)
+            args = right if isinstance(right, tuple) else (right,)
+            for value in args:
+                _check_literal(self, value, expr.pos)
+            try:
+                return self._text(left % right, expr.pos)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise self.fail(f"cannot format {left!r}: {exc}", expr.pos) from None
+        else:
+            raise self.fail(f"'{expr.op}' does not apply to {type(left).__name__} and {type(right).__name__}", expr.pos)
+        limit = _MAX_TEXT if isinstance(left, str) or isinstance(right, str) else _MAX_ITEMS
+        if size > limit:
+            raise self.fail(f"the result would hold {size:,} items, over the limit of {limit:,}", expr.pos)
+        return left + right if expr.op == "+" else left * right
+
+
+def _check_literal(evaluate: _Evaluator, value: Any, pos: Pos) -> None:
+    """Only plain data is formatted or compared (never an object whose methods could run)."""
+    if isinstance(value, tuple):
+        for item in value:
+            _check_literal(evaluate, item, pos)
+    elif not (value is None or isinstance(value, (str, int, float, bool, dict))):
+        raise evaluate.fail(f"{value!r} is not a literal value", pos)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _truth(value: Any) -> bool:
+    if value is IS_TRAINING:
+        return False  # the net is read for inference
+    if isinstance(value, (Activation, LayerRef, ShapeRef, Closure)):
+        return True
+    return bool(value)
+
+
+def _builtin_len(evaluate: _Evaluator, args: list[Any], expr: Call) -> int:
+    if len(args) != 1 or not isinstance(args[0], (tuple, str, dict)):
+        raise evaluate.fail("len() takes one literal tuple, list, string or dict", expr.pos)
+    return len(args[0])
+
+
+def _builtin_range(evaluate: _Evaluator, args: list[Any], expr: Call) -> tuple[int, ...]:
+    if not 1 <= len(args) <= 3 or not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+        raise evaluate.fail("range() takes one to three whole numbers", expr.pos)
+    try:
+        numbers = range(*args)
+    except ValueError as exc:
+        raise evaluate.fail(f"range(): {exc}", expr.pos) from None
+    if len(numbers) > _MAX_ITEMS:
+        raise evaluate.fail(f"range() of {len(numbers):,} numbers is over the limit of {_MAX_ITEMS:,}", expr.pos)
+    return tuple(numbers)
+
+
+def _numeric(kind: type) -> Any:
+    def convert(evaluate: _Evaluator, args: list[Any], expr: Call) -> Any:
+        if len(args) != 1 or not isinstance(args[0], (int, float, str, bool)) or (isinstance(args[0], str) and len(args[0]) > 40):
+            raise evaluate.fail(f"{kind.__name__}() takes one number or short numeric string", expr.pos)
+        try:
+            value = kind(args[0])
+        except (ValueError, OverflowError) as exc:
+            raise evaluate.fail(f"{kind.__name__}({args[0]!r}): {exc}", expr.pos) from None
+        if _is_number(value) and abs(value) > _MAX_NUMBER:
+            raise evaluate.fail("number out of range", expr.pos)
+        return value
+
+    return convert
+
+
+def _extreme(pick: Any) -> Any:
+    def choose(evaluate: _Evaluator, args: list[Any], expr: Call) -> Any:
+        items = args[0] if len(args) == 1 and isinstance(args[0], tuple) else tuple(args)
+        if not items or not all(_is_number(a) for a in items):
+            raise evaluate.fail(f"{pick.__name__}() takes numbers", expr.pos)
+        return pick(items)
+
+    return choose
+
+
+def _builtin_str(evaluate: _Evaluator, args: list[Any], expr: Call) -> str:
+    if len(args) != 1 or not isinstance(args[0], (int, float, str, bool)) and args[0] is not None:
+        raise evaluate.fail("str() takes one literal value", expr.pos)
+    return evaluate._text(str(args[0]), expr.pos)
+
+
+def _builtin_abs(evaluate: _Evaluator, args: list[Any], expr: Call) -> Any:
+    if len(args) != 1 or not _is_number(args[0]):
+        raise evaluate.fail("abs() takes one number", expr.pos)
+    return abs(args[0])
+
+
+def _builtin_sequence(evaluate: _Evaluator, args: list[Any], expr: Call) -> tuple[Any, ...]:
+    if len(args) > 1 or (args and not isinstance(args[0], (tuple, str))):
+        raise evaluate.fail("tuple()/list() take one literal sequence", expr.pos)
+    return tuple(args[0]) if args else ()
+
+
+_BUILTINS: dict[str, Any] = {
+    "len": _builtin_len, "range": _builtin_range, "int": _numeric(int), "float": _numeric(float), "bool": lambda e, a, x: _truth(a[0]) if len(a) == 1 else False,
+    "str": _builtin_str, "abs": _builtin_abs, "min": _extreme(min), "max": _extreme(max), "tuple": _builtin_sequence, "list": _builtin_sequence,
+}
 
 
 def _is_number(value: Any) -> bool:
@@ -329,7 +616,10 @@ def _constant(module: Module, expr: Any, env: Mapping[str, Any]) -> Any:
 
 
 def _find_class(module: Module, class_name: str | None) -> tuple[ClassDef, list[str]]:
-    classes = [s for s in module.body if isinstance(s, ClassDef) and any(isinstance(m, FuncDef) and m.name == "setup" for m in s.body)]
+    """The model class to read: one whose ``setup`` builds layer chains (a base ``Network`` whose
+    setup only raises is not one), the first unless ``class_name`` names another."""
+    with_setup = [s for s in module.body if isinstance(s, ClassDef) and _setup_of(s) is not None]
+    classes = [c for c in with_setup if _chains_in(_setup_of(c).body)] or with_setup  # type: ignore[union-attr]
     names = [c.name for c in classes]
     if not classes:
         raise DSLError(f"{module.filename}: no class with a setup() method (a caffe-tensorflow Network subclass) was found")
@@ -337,8 +627,18 @@ def _find_class(module: Module, class_name: str | None) -> tuple[ClassDef, list[
         for c in classes:
             if c.name == class_name:
                 return c, names
-        raise DSLError(f"{module.filename}: no model class '{class_name}'; the file defines {', '.join(names)}")
+        raise DSLError(f"{module.filename}: no model class '{class_name}'; the file defines {', '.join(names)} (choose with --class)")
     return classes[0], names
+
+
+def model_classes(path: str | Path) -> list[str]:
+    """The model classes a caffe-tensorflow file defines, in order."""
+    module = parse_dsl_source(Path(path).read_bytes(), str(path))
+    return _find_class(module, None)[1]
+
+
+def _setup_of(cls: ClassDef) -> FuncDef | None:
+    return next((m for m in cls.body if isinstance(m, FuncDef) and m.name == "setup"), None)
 
 
 def _chain(stmt: ExprStmt) -> _Chain | None:
@@ -363,9 +663,20 @@ def _chains_in(statements: Sequence[Any]) -> list[str]:
             chain = _chain(stmt)
             if chain is not None:
                 names.append(chain.label())
-        elif isinstance(stmt, Block):
-            names += _chains_in(stmt.body)
+        else:
+            names += _chains_in(_inner(stmt))
     return names
+
+
+def _inner(stmt: Any) -> tuple[Any, ...]:
+    """The statements inside a compound statement."""
+    if isinstance(stmt, If):
+        return stmt.body + stmt.orelse
+    if isinstance(stmt, For):
+        return stmt.body + stmt.orelse
+    if isinstance(stmt, (With, Block)):
+        return stmt.body
+    return ()
 
 
 def detect_dialect(module: Module, setup: FuncDef) -> tuple[str, str]:
@@ -377,9 +688,9 @@ def detect_dialect(module: Module, setup: FuncDef) -> tuple[str, str]:
     def walk(statements: Sequence[Any]) -> None:
         nonlocal positional_softmax
         for stmt in statements:
-            if isinstance(stmt, Block):
-                walk(stmt.body)
-            elif isinstance(stmt, ExprStmt):
+            if not isinstance(stmt, ExprStmt):
+                walk(_inner(stmt))
+            else:
                 chain = _chain(stmt)
                 for method, args, kwargs, _ in chain.calls if chain else []:
                     methods.add(method)
@@ -430,7 +741,8 @@ def net_from_dsl(
 ) -> Net:
     module = parse_dsl_source(text, filename)
     cls, all_classes = _find_class(module, class_name)
-    setup = next(m for m in cls.body if isinstance(m, FuncDef) and m.name == "setup")
+    setup = _setup_of(cls)
+    assert setup is not None
     diagnostics: list[Diagnostic] = []
     if len(all_classes) > 1:
         diagnostics.append(Diagnostic(module.span(cls.pos), f"the file defines {', '.join(all_classes)}; reading {cls.name} (choose with --class)"))
@@ -458,13 +770,31 @@ def net_from_dsl(
     return infer_shapes(net)
 
 
+def _lineage(module: Module, cls: ClassDef) -> list[ClassDef]:
+    """``cls`` and the base classes the same file defines, nearest first."""
+    classes = {c.name: c for c in module.body if isinstance(c, ClassDef)}
+    out, todo = [], [cls]
+    while todo:
+        current = todo.pop(0)
+        if current in out:
+            continue
+        out.append(current)
+        todo += [classes[b.id] for b in current.bases if isinstance(b, Name) and b.id in classes]
+    return out
+
+
 def _environment(module: Module, cls: ClassDef, setup: FuncDef, defines: Mapping[str, str]) -> dict[str, Any]:
+    """The names ``setup`` may use: module constants, class constants (``self.X`` too), ``self.X``
+    set from literals in ``__init__``, and ``setup``'s parameters (their defaults, the values an
+    ``__init__`` of the file passes them, or ``--define``)."""
     env: dict[str, Any] = {}
-    for scope in (module.body, cls.body):
+    lineage = _lineage(module, cls)
+    scopes = [module.body, *(c.body for c in reversed(lineage))]
+    for scope in scopes:
         for stmt in scope:
             if isinstance(stmt, Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], Name):
                 value = stmt.value
-                if isinstance(value, Seq) and value.kind == "dict":  # the emitter's CAFFE_BLOBS table
+                if isinstance(value, Seq) and value.kind == "dict" and scope is module.body:  # the emitter's CAFFE_BLOBS table
                     pairs = {}
                     for key, item in value.items:
                         if isinstance(key, Const) and isinstance(item, Const) and isinstance(key.value, str) and isinstance(item.value, str):
@@ -472,20 +802,49 @@ def _environment(module: Module, cls: ClassDef, setup: FuncDef, defines: Mapping
                     env[stmt.targets[0].id] = pairs
                     continue
                 env[stmt.targets[0].id] = _constant(module, value, env)
-    for name, default in setup.params:
-        if name in ("self", "*"):
-            continue
+                if scope is not module.body:
+                    env["self." + stmt.targets[0].id] = env[stmt.targets[0].id]
+    passed = _init_arguments(module, lineage, env)
+    for name, value in passed.items():
+        if isinstance(name, str):  # self.X (the ints are positions of setup's arguments)
+            env[name] = value
+    for position, (name, default) in enumerate(p for p in setup.params if p[0] not in ("self", "*", "**")):
         if name in defines:
             env[name] = _define(defines[name])
         elif name == "is_training" or name.startswith("is_training"):
             env[name] = IS_TRAINING
         elif default is not None:
             env[name] = _constant(module, default, env)
+        elif position in passed:
+            env[name] = passed[position]
         else:
             env[name] = Opaque(f"setup parameter '{name}' without a value (give --define {name}=VALUE)", setup.pos)
     for name, text in defines.items():
         env.setdefault(name, _define(text))
     return env
+
+
+def _init_arguments(module: Module, lineage: Sequence[ClassDef], env: Mapping[str, Any]) -> dict[Any, Any]:
+    """From the nearest ``__init__`` of the class or its bases: ``self.X`` set from literals (keys
+    ``"self.X"``) and the values it passes to ``self.setup(...)`` (keys: positions), where those are
+    literals or its own parameters' defaults."""
+    init = next((m for c in lineage for m in c.body if isinstance(m, FuncDef) and m.name == "__init__"), None)
+    if init is None:
+        return {}
+    scope = dict(env)
+    for name, default in init.params:
+        scope[name] = _constant(module, default, scope) if default is not None else Opaque(f"__init__ parameter '{name}'", init.pos)
+    out: dict[Any, Any] = {}
+    for stmt in init.body:
+        if isinstance(stmt, Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], Attr) and _dotted(stmt.targets[0]).startswith("self."):
+            value = _constant(module, stmt.value, scope)
+            out[_dotted(stmt.targets[0])] = scope[_dotted(stmt.targets[0])] = value
+        elif isinstance(stmt, ExprStmt) and isinstance(stmt.value, Call) and _dotted(stmt.value.func) == "self.setup":
+            for position, arg in enumerate(stmt.value.args):
+                value = _constant(module, arg, scope)
+                if not isinstance(value, Opaque):
+                    out[position] = value
+    return out
 
 
 def _define(text: str) -> Any:
@@ -507,55 +866,127 @@ class _Reader:
         self.builder = builder
         self.diagnostics = diagnostics
         self.evaluate = _Evaluator(module, env)
+        self.returned = False
+        self.iterations = 0
 
     def fail(self, message: str, pos: Pos) -> DSLError:
         return DSLError(message, self.module.span(pos))
 
     # statements
     def statements(self, body: Sequence[Any]) -> None:
+        """Read ``setup``'s statements as data: chains become layers, names get values, ``if`` takes
+        the branch its (evaluated) condition picks, ``for`` repeats its body over a literal sequence,
+        ``with`` is read through; statements that build nothing are passed over, never run."""
         for stmt in body:
+            if self.returned:
+                return
             if isinstance(stmt, ExprStmt):
-                if isinstance(stmt.value, Const) and isinstance(stmt.value.value, str):
-                    continue  # a docstring
                 chain = _chain(stmt)
-                if chain is None:
-                    raise self.fail("this statement is not a layer chain (self.feed(...).op(...)); the DSL reader does not run Python", stmt.pos)
-                self.chain(chain)
+                if chain is not None:
+                    self.chain(chain)
+                elif not (isinstance(stmt.value, Const) and isinstance(stmt.value.value, str)):  # not a docstring
+                    self.passed_over(stmt, "an expression that is not a layer chain")
             elif isinstance(stmt, Assign):
                 self.assign(stmt)
+            elif isinstance(stmt, If):
+                self.statements(stmt.body if self.condition(stmt) else stmt.orelse)
+            elif isinstance(stmt, For):
+                self.loop(stmt)
+            elif isinstance(stmt, With):
+                for target in stmt.names:
+                    for name in _names(target):
+                        self.env[name] = Opaque("the value of a with-statement", stmt.pos)
+                self.statements(stmt.body)
             elif isinstance(stmt, Block):
                 inside = _chains_in(stmt.body)
-                which = f"; it holds {len(inside)} chain(s), starting with {inside[0]}" if inside else ""
-                raise self.fail(f"a '{stmt.keyword}' statement is Python control flow, which the DSL reader does not run{which}", stmt.pos)
-            elif isinstance(stmt, Simple) and stmt.keyword == "pass":
-                continue
-            elif isinstance(stmt, (Import, FuncDef, ClassDef, Simple)):
-                raise self.fail(f"this statement ({_describe(stmt)}) is not part of a layer definition", stmt.pos)
-            else:
-                raise self.fail("this statement is outside the DSL", getattr(stmt, "pos", Pos(0, 0)))
+                if inside:
+                    raise self.fail(f"a '{stmt.keyword}' statement is Python control flow the DSL reader does not run; it holds {len(inside)} chain(s), starting with {inside[0]}", stmt.pos)
+                self.passed_over(stmt, f"a '{stmt.keyword}' statement")
+            elif isinstance(stmt, Simple):
+                self.simple(stmt)
+            elif isinstance(stmt, (FuncDef, ClassDef)):
+                self.env[stmt.name] = Opaque(f"{_describe(stmt)} inside setup", stmt.pos)
+            else:  # imports inside setup
+                self.passed_over(stmt, _describe(stmt))
+
+    def passed_over(self, stmt: Any, what: str) -> None:
+        self.diagnostics.append(Diagnostic(self.module.span(stmt.pos), f"{what} in setup is not run (it builds no layer)"))
+
+    def condition(self, stmt: If) -> bool:
+        try:
+            return _truth(self.evaluate(stmt.test))
+        except DSLError as exc:
+            inside = _chains_in(stmt.body + stmt.orelse)
+            which = f"; it decides {len(inside)} chain(s), starting with {inside[0]}" if inside else ""
+            raise self.fail(f"the condition of this 'if' cannot be evaluated ({exc.message}){which}", stmt.pos) from None
+
+    def loop(self, stmt: For) -> None:
+        try:
+            items = self.evaluate(stmt.iter)
+        except DSLError as exc:
+            inside = _chains_in(stmt.body)
+            which = f"; it repeats {len(inside)} chain(s), starting with {inside[0]}" if inside else ""
+            raise self.fail(f"this 'for' runs over something that cannot be evaluated ({exc.message}){which}", stmt.pos) from None
+        if isinstance(items, dict):
+            items = tuple(items)
+        if not isinstance(items, (tuple, str)):
+            raise self.fail(f"this 'for' runs over {_short(items)}, not a literal sequence", stmt.pos)
+        self.iterations += len(items)
+        if self.iterations > _MAX_ITEMS:
+            raise LimitError(f"loops in setup repeat more than {_MAX_ITEMS:,} times", self.module.span(stmt.pos))
+        for item in items:
+            self.bind_target(stmt.target, item, stmt.pos)
+            self.statements(stmt.body)
+            if self.returned:
+                return
+        self.statements(stmt.orelse)
+
+    def simple(self, stmt: Simple) -> None:
+        if stmt.keyword == "return":
+            self.returned = True
+        elif stmt.keyword == "raise":
+            raise self.fail("setup raises an exception here (the file's own check failed, or this path is not meant to be taken)", stmt.pos)
+        elif stmt.keyword in ("break", "continue"):
+            raise self.fail(f"'{stmt.keyword}' inside setup's loops is not followed by the DSL reader", stmt.pos)
+        elif stmt.keyword not in ("pass", "assert", "global", "nonlocal", "del"):
+            self.passed_over(stmt, stmt.keyword)
+
+    def bind_target(self, target: Any, value: Any, pos: Pos) -> None:
+        """Assign ``value`` to a loop or unpacking target (names, ``self.X``, nested tuples)."""
+        if isinstance(target, Name):
+            if target.id.startswith("__"):
+                raise self.fail(f"'{target.id}' is not allowed in a model file", pos)
+            self.env[target.id] = value
+        elif isinstance(target, Attr) and _dotted(target).startswith("self.") and _dotted(target).count(".") == 1:
+            self.env[_dotted(target)] = value
+        elif isinstance(target, Seq) and target.kind in ("tuple", "list"):
+            if not isinstance(value, tuple) or len(value) != len(target.items):
+                for name in _names(target):
+                    self.env[name] = Opaque("an unpacking assignment whose value does not unpack", pos)
+                return
+            for item, part in zip(target.items, value):
+                self.bind_target(item, part, pos)
 
     def assign(self, stmt: Assign) -> None:
         value = stmt.value
-        if len(stmt.targets) != 1 or not isinstance(stmt.targets[0], Name):
-            for target in stmt.targets:
-                for name in _names(target):
-                    self.env[name] = Opaque("an unpacking assignment", stmt.pos)
-            return
-        target = stmt.targets[0].id
-        if target.startswith("__"):
-            raise self.fail(f"'{target}' is not allowed in a model file", stmt.pos)
-        ref = self.layer_ref(value)
-        if ref is not None:
-            self.env[target] = ref
-            return
-        shape = self.shape_ref(value)
-        if shape is not None:
-            self.env[target] = shape
-            return
+        target = stmt.targets[0] if len(stmt.targets) == 1 else None
+        if isinstance(target, Name) and target.id.startswith("__"):
+            raise self.fail(f"'{target.id}' is not allowed in a model file", stmt.pos)
+        if isinstance(target, Name):
+            ref = self.layer_ref(value) or self.shape_ref(value)
+            if ref is not None:
+                self.env[target.id] = ref
+                return
         try:
-            self.env[target] = self.evaluate(value)
+            result = self.evaluate(value)
         except DSLError:
-            self.env[target] = Opaque(f"'{target} = ...'", stmt.pos)
+            result = Opaque(f"'{_describe_target(stmt.targets)} = ...'", stmt.pos)
+        for each in stmt.targets:
+            if isinstance(result, Opaque):
+                for name in _names(each) + ([_dotted(each)] if isinstance(each, Attr) else []):
+                    self.env[name] = result
+            else:
+                self.bind_target(each, result, stmt.pos)
 
     def layer_ref(self, expr: Any) -> LayerRef | None:
         """``self.layers['name']`` or a name bound to one."""
@@ -825,6 +1256,10 @@ def _names(target: Any) -> list[str]:
     if isinstance(target, Seq):
         return [n for item in target.items for n in _names(item)]
     return []
+
+
+def _describe_target(targets: Sequence[Any]) -> str:
+    return " = ".join(_dotted(t) or ", ".join(_names(t)) or "..." for t in targets)
 
 
 def _describe(stmt: Any) -> str:

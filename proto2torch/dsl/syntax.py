@@ -1,28 +1,31 @@
-"""Parsing caffe-tensorflow model files into a small AST — never importing or running them.
+"""Parsing caffe-tensorflow model files into small frozen records — never importing or running them.
 
-The Lark grammar ``grammars/pydsl.lark`` covers the Python these files are written in
-(plus compound statements and general expressions, so that what lies outside the DSL
-can be reported precisely).  The transformer below turns the parse tree into plain
-frozen records with line/column positions.
+The file is parsed by Python's own parser (``ast.parse`` builds a syntax tree and executes
+nothing), so any Python 3 the file contains reads, also outside the model classes: facenet's
+``layer_decorated(self, *args, **kwargs)``, lambdas, comprehensions, ``assert x in (...)``.  The
+tree becomes the records below, with 1-based line/column positions; the reader
+(:mod:`.lower`) then looks only at what matters (module and class constants, each model class's
+``setup`` and ``__init__``) and evaluates it with its own small evaluator, never Python's.
+
+CPython builds syntax trees recursively: a chain of thousands of calls would exceed the default
+recursion limit, so parsing runs in a thread with a large stack and a raised limit; what is
+still too deep or too large is a :class:`LimitError`.
 """
 
 from __future__ import annotations
 
 import ast
-import functools
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import lark
-from lark import Token, v_args
-from lark.indenter import Indenter
-from lark.visitors import Transformer_NonRecursive
-
 from ..errors import DSLError, LimitError, SourceSpan
-from ..resources import grammar_text
 
 MAX_DSL_BYTES = 16 * 1024 * 1024
 MAX_NESTING = 200
+_STACK_BYTES = 512 * 1024 * 1024
+_DEEP_RECURSION = 250_000
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Call:
     kwargs: tuple[tuple[str, Any], ...]
     pos: Pos
     starred: bool = False
+    """``*args`` or ``**kwargs`` in the call: its arguments are not known without running it."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,45 @@ class UnaryOp:
 
 
 @dataclass(frozen=True)
+class Compare:
+    left: Any
+    ops: tuple[str, ...]
+    comparators: tuple[Any, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class BoolOp:
+    op: str
+    """and, or"""
+    values: tuple[Any, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class IfExp:
+    test: Any
+    body: Any
+    orelse: Any
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class FString:
+    """An f-string: literal text and ``(expression, conversion, format spec)`` parts."""
+
+    parts: tuple[Any, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Lambda:
+    params: tuple[tuple[str, Any], ...]
+    body: Any
+    pos: Pos
+
+
+@dataclass(frozen=True)
 class Seq:
     kind: str
     """tuple, list or dict (dict items are 2-tuples)"""
@@ -102,7 +145,7 @@ class Seq:
 
 @dataclass(frozen=True)
 class Other:
-    """Any other expression (lambda, comprehension, comparison, …): kept to be reported."""
+    """Any other expression (comprehension, generator, await, walrus…): kept to be reported."""
 
     what: str
     pos: Pos
@@ -131,15 +174,41 @@ class Import:
 
 @dataclass(frozen=True)
 class Simple:
-    """pass, return, del, raise, print…: harmless or not, never executed."""
+    """pass, return, del, raise, assert, global, break, continue: never executed."""
 
     keyword: str
+    pos: Pos
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class If:
+    test: Any
+    body: tuple[Any, ...]
+    orelse: tuple[Any, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class For:
+    target: Any
+    iter: Any
+    body: tuple[Any, ...]
+    orelse: tuple[Any, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class With:
+    body: tuple[Any, ...]
+    names: tuple[Any, ...]
+    """The ``as`` targets."""
     pos: Pos
 
 
 @dataclass(frozen=True)
 class Block:
-    """A compound statement outside the DSL: if, for, while, with, try."""
+    """Another compound statement (while, try, match): its body is reported, never run."""
 
     keyword: str
     body: tuple[Any, ...]
@@ -150,7 +219,7 @@ class Block:
 class FuncDef:
     name: str
     params: tuple[tuple[str, Any], ...]
-    """(name, default expression or None)"""
+    """(name, default expression or None); ``*args`` and ``**kwargs`` as ``*`` and ``**``."""
     body: tuple[Any, ...]
     pos: Pos
 
@@ -173,209 +242,152 @@ class Module:
         return SourceSpan(self.filename, pos.line, pos.column, self.source)
 
 
-def _pos(item: Any) -> Pos:
-    if isinstance(item, Token):
-        return Pos(item.line, item.column)
-    return getattr(item, "pos", Pos(0, 0))
+# --- ast → records ---------------------------------------------------------------------------------
+
+_BINOPS = {
+    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
+    ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^", ast.MatMult: "@",
+}
+_UNARY = {ast.USub: "-", ast.UAdd: "+", ast.Not: "not", ast.Invert: "~"}
+_COMPARE = {
+    ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+    ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in",
+}
 
 
-class _Indenter(Indenter):
-    NL_type = "_NEWLINE"
-    OPEN_PAREN_types = ["LPAR", "LSQB", "LBRACE"]
-    CLOSE_PAREN_types = ["RPAR", "RSQB", "RBRACE"]
-    INDENT_type = "_INDENT"
-    DEDENT_type = "_DEDENT"
-    tab_len = 8
+def _pos(node: ast.AST) -> Pos:
+    return Pos(getattr(node, "lineno", 0), getattr(node, "col_offset", -1) + 1)
 
 
-@v_args(meta=True)
-class _ToAst(Transformer_NonRecursive):
-    """Parse tree → frozen records; positions come from ``meta``."""
+def _attr_pos(node: ast.Attribute) -> Pos:
+    """Where the attribute's name starts (``.conv`` in a chain points at ``conv``)."""
+    end_line, end_col = getattr(node, "end_lineno", None), getattr(node, "end_col_offset", None)
+    if end_line is None or end_col is None:
+        return _pos(node)
+    return Pos(end_line, end_col - len(node.attr) + 1)
 
-    def __default__(self, data, children, meta):  # noqa: ANN001, ANN204
-        return Other(str(data), Pos(meta.line, meta.column) if not meta.empty else Pos(0, 0))
 
-    @staticmethod
-    def _p(meta) -> Pos:  # noqa: ANN001
-        return Pos(meta.line, meta.column) if not meta.empty else Pos(0, 0)
-
-    # statements
-    def start(self, meta, children):  # noqa: ANN001, ANN201
-        return tuple(c for c in children if c is not None)
-
-    def suite(self, meta, children):  # noqa: ANN001, ANN201
-        return tuple(c for c in children if c is not None)
-
-    def expr_stmt(self, meta, children):  # noqa: ANN001, ANN201
-        return ExprStmt(children[0], self._p(meta))
-
-    def assign(self, meta, children):  # noqa: ANN001, ANN201
-        return Assign(tuple(children[:-1]), children[-1], self._p(meta))
-
-    def aug_assign(self, meta, children):  # noqa: ANN001, ANN201
-        return Assign((children[0],), Other("augmented assignment", self._p(meta)), self._p(meta))
-
-    def target(self, meta, children):  # noqa: ANN001, ANN201
-        return children[0] if len(children) == 1 else Seq("tuple", tuple(children), self._p(meta))
-
-    def bare_tuple(self, meta, children):  # noqa: ANN001, ANN201
-        return Seq("tuple", tuple(children), self._p(meta))
-
-    def import_stmt(self, meta, children):  # noqa: ANN001, ANN201
-        return Import(self._p(meta))
-
-    def pass_stmt(self, meta, children):  # noqa: ANN001, ANN201
-        return Simple("pass", self._p(meta))
-
-    def return_stmt(self, meta, children):  # noqa: ANN001, ANN201
-        return Simple("return", self._p(meta))
-
-    def other_stmt(self, meta, children):  # noqa: ANN001, ANN201
-        return Simple(str(children[0]), self._p(meta))
-
-    def block_stmt(self, meta, children):  # noqa: ANN001, ANN201
-        keyword = str(children[0])
-        body: list[Any] = []
-        for child in children[1:]:
-            if isinstance(child, tuple):
-                body.extend(child)
-        return Block(keyword, tuple(body), self._p(meta))
-
-    def block_tail(self, meta, children):  # noqa: ANN001, ANN201
-        return next((c for c in children if isinstance(c, tuple)), ())
-
-    def funcdef(self, meta, children):  # noqa: ANN001, ANN201
-        name = str(children[0])
-        params = next((c for c in children[1:] if isinstance(c, list)), [])
-        return FuncDef(name, tuple(params), children[-1], self._p(meta))
-
-    def parameters(self, meta, children):  # noqa: ANN001, ANN201
-        return [c for c in children if c is not None]
-
-    def parameter(self, meta, children):  # noqa: ANN001, ANN201
-        default = next((c[1] for c in children[1:] if isinstance(c, tuple) and c and c[0] == "default"), None)
-        return (str(children[0]), default)
-
-    def annotation(self, meta, children):  # noqa: ANN001, ANN201
-        return ("annotation", children[0])
-
-    def default(self, meta, children):  # noqa: ANN001, ANN201
-        return ("default", children[0])
-
-    def star_param(self, meta, children):  # noqa: ANN001, ANN201
-        return ("*", None)
-
-    def classdef(self, meta, children):  # noqa: ANN001, ANN201
-        name = str(children[0])
-        bases = next((tuple(c) for c in children[1:-1] if isinstance(c, list)), ())
-        return ClassDef(name, bases, children[-1], self._p(meta))
-
-    def decorated(self, meta, children):  # noqa: ANN001, ANN201
-        return children[-1]
-
-    # expressions
-    def name(self, meta, children):  # noqa: ANN001, ANN201
-        token = children[0]
-        word = str(token)
-        if word in ("True", "False", "None"):
-            return Const({"True": True, "False": False, "None": None}[word], _pos(token))
-        return Name(word, _pos(token))
-
-    def number(self, meta, children):  # noqa: ANN001, ANN201
-        token = children[0]
-        try:
-            value = ast.literal_eval(str(token))
-        except (ValueError, SyntaxError):
-            value = float("nan")
-        return Const(value, _pos(token))
-
-    def string(self, meta, children):  # noqa: ANN001, ANN201
-        parts = []
-        for token in children:
-            try:
-                parts.append(ast.literal_eval(str(token)))
-            except (ValueError, SyntaxError) as exc:
-                raise DSLError(f"bad string literal: {exc}") from None
-        value = parts[0] if len(parts) == 1 else (b"".join(parts) if isinstance(parts[0], bytes) else "".join(map(str, parts)))
-        return Const(value, _pos(children[0]))
-
-    def paren(self, meta, children):  # noqa: ANN001, ANN201
-        return children[0]
-
-    def empty_tuple(self, meta, children):  # noqa: ANN001, ANN201
-        return Seq("tuple", (), self._p(meta))
-
-    def tuple(self, meta, children):  # noqa: ANN001, ANN201
-        return Seq("tuple", tuple(c for c in children if c is not None), self._p(meta))
-
-    def list(self, meta, children):  # noqa: ANN001, ANN201
-        return Seq("list", tuple(c for c in children if c is not None), self._p(meta))
-
-    def dict(self, meta, children):  # noqa: ANN001, ANN201
-        return Seq("dict", tuple(c for c in children if c is not None), self._p(meta))
-
-    def dict_item(self, meta, children):  # noqa: ANN001, ANN201
-        return (children[0], children[1])
-
-    def attribute(self, meta, children):  # noqa: ANN001, ANN201
-        return Attr(children[0], str(children[1]), _pos(children[1]))
-
-    def call(self, meta, children):  # noqa: ANN001, ANN201
-        func, arglist = children[0], (children[1] if len(children) > 1 else [])
-        args, kwargs, starred = [], [], False
-        for item in arglist:
-            if isinstance(item, tuple) and len(item) == 3 and item[0] == "kw":
-                kwargs.append((item[1], item[2]))
-            elif isinstance(item, tuple) and item and item[0] == "star":
+def _expr(node: Any) -> Any:
+    if node is None:
+        return None
+    pos = _pos(node)
+    if isinstance(node, ast.Constant):
+        return Const(node.value, pos)
+    if isinstance(node, ast.Name):
+        return Name(node.id, pos)
+    if isinstance(node, ast.Attribute):
+        return Attr(_expr(node.value), node.attr, _attr_pos(node))
+    if isinstance(node, ast.Call):
+        args, starred = [], False
+        for a in node.args:
+            if isinstance(a, ast.Starred):
                 starred = True
             else:
-                args.append(item)
-        return Call(func, tuple(args), tuple(kwargs), _pos(func) if not meta.empty else self._p(meta), starred)
+                args.append(_expr(a))
+        kwargs = []
+        for k in node.keywords:
+            if k.arg is None:
+                starred = True
+            else:
+                kwargs.append((k.arg, _expr(k.value)))
+        func = _expr(node.func)
+        return Call(func, tuple(args), tuple(kwargs), func.pos if isinstance(func, Attr) else pos, starred)
+    if isinstance(node, ast.Subscript):
+        return Subscript(_expr(node.value), _expr(node.slice), pos)
+    if isinstance(node, ast.Slice):
+        return Slice(_expr(node.lower), _expr(node.upper), _expr(node.step), pos)
+    if isinstance(node, ast.BinOp):
+        return BinOp(_BINOPS.get(type(node.op), "?"), _expr(node.left), _expr(node.right), pos)
+    if isinstance(node, ast.UnaryOp):
+        return UnaryOp(_UNARY.get(type(node.op), "?"), _expr(node.operand), pos)
+    if isinstance(node, ast.Compare):
+        return Compare(_expr(node.left), tuple(_COMPARE.get(type(o), "?") for o in node.ops), tuple(_expr(c) for c in node.comparators), pos)
+    if isinstance(node, ast.BoolOp):
+        return BoolOp("and" if isinstance(node.op, ast.And) else "or", tuple(_expr(v) for v in node.values), pos)
+    if isinstance(node, ast.IfExp):
+        return IfExp(_expr(node.test), _expr(node.body), _expr(node.orelse), pos)
+    if isinstance(node, ast.JoinedStr):
+        parts: list[Any] = []
+        for value in node.values:
+            if isinstance(value, ast.FormattedValue):
+                spec = _expr(value.format_spec) if value.format_spec is not None else None
+                parts.append((_expr(value.value), chr(value.conversion) if value.conversion > 0 else "", spec))
+            else:
+                parts.append(_expr(value))
+        return FString(tuple(parts), pos)
+    if isinstance(node, ast.Lambda):
+        return Lambda(_params(node.args), _expr(node.body), pos)
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        kind = {ast.Tuple: "tuple", ast.List: "list", ast.Set: "set"}[type(node)]
+        if any(isinstance(e, ast.Starred) for e in node.elts):
+            return Other(f"a {kind} with *unpacking", pos)
+        return Seq(kind, tuple(_expr(e) for e in node.elts), pos)
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            return Other("a dict with **unpacking", pos)
+        return Seq("dict", tuple((_expr(k), _expr(v)) for k, v in zip(node.keys, node.values)), pos)
+    what = {
+        ast.ListComp: "a list comprehension", ast.SetComp: "a set comprehension", ast.DictComp: "a dict comprehension",
+        ast.GeneratorExp: "a generator expression", ast.Await: "await", ast.Yield: "yield", ast.YieldFrom: "yield from",
+        ast.NamedExpr: "an assignment expression (:=)", ast.Starred: "*unpacking",
+    }.get(type(node), type(node).__name__)
+    return Other(what, pos)
 
-    def arglist(self, meta, children):  # noqa: ANN001, ANN201
-        return list(children)
 
-    def keyword(self, meta, children):  # noqa: ANN001, ANN201
-        return ("kw", str(children[0]), children[1])
-
-    def star_arg(self, meta, children):  # noqa: ANN001, ANN201
-        return ("star",)
-
-    def subscript(self, meta, children):  # noqa: ANN001, ANN201
-        return Subscript(children[0], children[1], self._p(meta))
-
-    def slice(self, meta, children):  # noqa: ANN001, ANN201
-        parts = {kind: value for kind, value in children}
-        return Slice(parts.get("lower"), parts.get("upper"), parts.get("step"), self._p(meta))
-
-    def lower(self, meta, children):  # noqa: ANN001, ANN201
-        return ("lower", children[0])
-
-    def upper(self, meta, children):  # noqa: ANN001, ANN201
-        return ("upper", children[0])
-
-    def step(self, meta, children):  # noqa: ANN001, ANN201
-        return ("step", children[0])
-
-    def unary(self, meta, children):  # noqa: ANN001, ANN201
-        return UnaryOp(str(children[0]), children[1], self._p(meta))
-
-    def _binary(self, meta, children):  # noqa: ANN001, ANN202
-        value = children[0]
-        for op, right in zip(children[1::2], children[2::2]):
-            value = BinOp(str(op), value, right, self._p(meta))
-        return value
-
-    arith = _binary
-    term = _binary
-
-    def power(self, meta, children):  # noqa: ANN001, ANN201
-        return BinOp("**", children[0], children[1], self._p(meta))
+def _params(args: ast.arguments) -> tuple[tuple[str, Any], ...]:
+    positional = [*args.posonlyargs, *args.args]
+    defaults = [None] * (len(positional) - len(args.defaults)) + [_expr(d) for d in args.defaults]
+    params: list[tuple[str, Any]] = [(a.arg, d) for a, d in zip(positional, defaults)]
+    if args.vararg is not None:
+        params.append(("*", None))
+    params += [(a.arg, _expr(d) if d is not None else None) for a, d in zip(args.kwonlyargs, args.kw_defaults)]
+    if args.kwarg is not None:
+        params.append(("**", None))
+    return tuple(params)
 
 
-@functools.cache
-def _parser() -> lark.Lark:
-    return lark.Lark(grammar_text("pydsl.lark"), parser="lalr", postlex=_Indenter(), propagate_positions=True, maybe_placeholders=False)
+def _body(statements: list[ast.stmt]) -> tuple[Any, ...]:
+    return tuple(s for s in (_stmt(s) for s in statements) if s is not None)
+
+
+def _stmt(node: ast.stmt) -> Any:
+    pos = _pos(node)
+    if isinstance(node, ast.Expr):
+        return ExprStmt(_expr(node.value), pos)
+    if isinstance(node, ast.Assign):
+        return Assign(tuple(_expr(t) for t in node.targets), _expr(node.value), pos)
+    if isinstance(node, ast.AnnAssign):
+        return Assign((_expr(node.target),), _expr(node.value), pos) if node.value is not None else None
+    if isinstance(node, ast.AugAssign):  # x *= d is x = x * d for the evaluator
+        target = _expr(node.target)
+        return Assign((target,), BinOp(_BINOPS.get(type(node.op), "?"), target, _expr(node.value), pos), pos)
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return Import(pos)
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return FuncDef(node.name, _params(node.args), _body(node.body), pos)
+    if isinstance(node, ast.ClassDef):
+        return ClassDef(node.name, tuple(_expr(b) for b in node.bases), _body(node.body), pos)
+    if isinstance(node, ast.If):
+        return If(_expr(node.test), _body(node.body), _body(node.orelse), pos)
+    if isinstance(node, ast.For | ast.AsyncFor):
+        return For(_expr(node.target), _expr(node.iter), _body(node.body), _body(node.orelse), pos)
+    if isinstance(node, ast.With | ast.AsyncWith):
+        return With(_body(node.body), tuple(_expr(i.optional_vars) for i in node.items if i.optional_vars is not None), pos)
+    if isinstance(node, ast.Return):
+        return Simple("return", pos, _expr(node.value))
+    if isinstance(node, ast.While):
+        return Block("while", _body(node.body) + _body(node.orelse), pos)
+    if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+        inner = list(node.body) + [s for h in node.handlers for s in h.body] + list(node.orelse) + list(node.finalbody)  # type: ignore[attr-defined]
+        return Block("try", _body(inner), pos)
+    if type(node).__name__ == "Match":
+        return Block("match", _body([s for case in node.cases for s in case.body]), pos)  # type: ignore[attr-defined]
+    keyword = {ast.Pass: "pass", ast.Delete: "del", ast.Raise: "raise", ast.Assert: "assert", ast.Global: "global",
+               ast.Nonlocal: "nonlocal", ast.Break: "break", ast.Continue: "continue"}.get(type(node), type(node).__name__)
+    return Simple(keyword, pos)
+
+
+# --- parsing ---------------------------------------------------------------------------------------
 
 
 def parse_dsl_source(text: str | bytes, filename: str = "<dsl>") -> Module:
@@ -388,33 +400,62 @@ def parse_dsl_source(text: str | bytes, filename: str = "<dsl>") -> Module:
         text = text.decode("utf-8", errors="replace")
     if len(text) > MAX_DSL_BYTES:
         raise LimitError(f"{filename}: over the {MAX_DSL_BYTES}-byte limit for a model file")
-    if not text.endswith("\n"):
-        text += "\n"
+    if "\x00" in text:
+        raise DSLError(f"{filename}: the file holds NUL characters: it is not Python source")
     _check_nesting(text, filename)
-    try:
-        tree = _parser().parse(text)
-        body = _ToAst().transform(tree)
-    except lark.exceptions.VisitError as exc:
-        orig = exc.orig_exc
-        if isinstance(orig, DSLError):
-            raise DSLError(orig.message, orig.where) from None
-        raise DSLError(f"{filename}: cannot read this file: {orig}") from None
-    except lark.exceptions.UnexpectedCharacters as exc:
-        where = SourceSpan(filename, exc.line, exc.column, text)
-        raise DSLError(f"unexpected character {text[exc.pos_in_stream]!r}; this is outside the Python subset the DSL reader accepts", where) from None
-    except lark.exceptions.UnexpectedToken as exc:
-        token = exc.token
-        if token.type == "$END":
-            where = SourceSpan(filename, max(text.count("\n"), 1), 1, text)
-            raise DSLError("unexpected end of file (an unclosed bracket or block?)", where) from None
-        where = SourceSpan(filename, token.line, token.column, text)
-        shown = "an indented block" if token.type == "_INDENT" else ("the end of a block" if token.type == "_DEDENT" else repr(str(token)))
-        raise DSLError(f"unexpected {shown}; this is outside the Python subset the DSL reader accepts", where) from None
-    except lark.exceptions.UnexpectedEOF:
-        raise DSLError(f"{filename}: unexpected end of file") from None
-    except lark.exceptions.LarkError as exc:  # e.g. inconsistent dedent
-        raise DSLError(f"{filename}: {str(exc).splitlines()[0]}") from None
-    return Module(body, text, filename)
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        old = sys.getrecursionlimit()
+        try:
+            sys.setrecursionlimit(max(old, _DEEP_RECURSION))
+            tree = ast.parse(text, filename=filename)
+            outcome["body"] = _body(tree.body)
+        except BaseException as exc:  # handed to the caller's thread, typed there
+            outcome["error"] = exc
+        finally:
+            sys.setrecursionlimit(old)
+
+    _in_deep_thread(work)
+    error = outcome.get("error")
+    if isinstance(error, SyntaxError):
+        raise _syntax_error(error, text, filename) from None
+    if isinstance(error, (RecursionError, MemoryError)):
+        raise LimitError(f"{filename}: the file nests expressions or statements too deeply to be read") from None
+    if isinstance(error, (ValueError, OverflowError)):
+        raise DSLError(f"{filename}: cannot read this file: {error}") from None
+    if error is not None:
+        raise error
+    return Module(outcome["body"], text, filename)
+
+
+_LOCK = threading.Lock()
+
+
+def _in_deep_thread(work: Any) -> None:
+    """Run ``work`` in a thread whose stack holds CPython's recursive syntax-tree builder on deep input."""
+    with _LOCK:  # stack_size is process-wide: set it only around this thread's start
+        previous = threading.stack_size(_STACK_BYTES)
+        try:
+            thread = threading.Thread(target=work, name="proto2torch-dsl-parse", daemon=True)
+            thread.start()
+        finally:
+            threading.stack_size(previous)
+    thread.join()
+
+
+_PYTHON2 = ("Missing parentheses in call to 'print'", "Missing parentheses in call to 'exec'", "multiple exception types must be parenthesized")
+
+
+def _syntax_error(exc: SyntaxError, text: str, filename: str) -> DSLError:
+    line = exc.lineno or 1
+    column = exc.offset or 1
+    where = SourceSpan(filename, line, column, text)
+    message = exc.msg or "invalid syntax"
+    source_line = text.splitlines()[line - 1] if 0 < line <= len(text.splitlines()) else ""
+    if any(m in message for m in _PYTHON2) or source_line.lstrip().startswith(("print ", "exec ")) or " ur'" in source_line:
+        return DSLError(f"this file is Python 2 ({message}); model files are read as Python 3, and a Python 2 file must be ported first (2to3)", where)
+    return DSLError(f"this is not valid Python: {message}", where)
 
 
 def _check_nesting(text: str, filename: str) -> None:

@@ -1,0 +1,240 @@
+"""caffe-tensorflow files as they are found in the wild: the whole file is parsed as Python 3
+(nothing imported or run), only the model classes are read, and setup's Python is evaluated by
+proto2torch's own evaluator: if/else on known values, for loops over literal sequences, names
+built from strings, arithmetic, lambdas, self.X constants.  The files here are written for these
+tests in the styles of facenet's detect_face.py, tf-pose, ICNet, CIHP_PGN and TFFRCNN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from proto2torch.api import with_weights
+from proto2torch.backend.live import build_graph_module
+from proto2torch.cli import main
+from proto2torch.dsl import net_from_dsl
+from proto2torch.errors import DSLError, LimitError
+
+BASE = '''
+"""A base Network in the same file, as facenet's detect_face.py has it: none of it is read."""
+from six import string_types
+import numpy as np
+import tensorflow as tf
+
+
+def layer(op):
+    def layer_decorated(self, *args, **kwargs):
+        name = kwargs.setdefault('name', self.get_unique_name(op.__name__))
+        layer_input = self.terminals[0] if len(self.terminals) == 1 else list(self.terminals)
+        self.layers[name] = op(self, layer_input, *args, **kwargs)
+        self.feed(self.layers[name])
+        return self
+    return layer_decorated
+
+
+class Network(object):
+    def __init__(self, inputs, trainable=True):
+        self.inputs = inputs
+        self.terminals = []
+        self.layers = dict(inputs)
+        self.trainable = trainable
+        self.setup()
+
+    def setup(self):
+        raise NotImplementedError('Must be implemented by the subclass.')
+
+    def get_unique_name(self, prefix):
+        ident = sum(t.startswith(prefix) for t, _ in self.layers.items()) + 1
+        return '%s_%d' % (prefix, ident)
+
+    def validate_padding(self, padding):
+        assert padding in ('SAME', 'VALID')
+
+    @layer
+    def conv(self, inp, k_h, k_w, c_o, s_h, s_w, name, relu=True, padding='SAME', group=1, biased=True):
+        c_i = int(inp.get_shape()[-1])
+        convolve = lambda i, k: tf.nn.conv2d(i, k, [1, s_h, s_w, 1], padding=padding)
+        kernel = np.zeros((k_h, k_w, c_i, c_o))[:, :, 0, :]
+        return [x for x in (convolve, kernel) if x is not None]
+'''
+
+MTCNN = BASE + '''
+
+class PNet(Network):
+    def setup(self):
+        (self.feed('data')
+             .conv(3, 3, 10, 1, 1, padding='VALID', relu=False, name='conv1')
+             .prelu(name='PReLU1')
+             .max_pool(2, 2, 2, 2, name='pool1')
+             .conv(3, 3, 16, 1, 1, padding='VALID', relu=False, name='conv2')
+             .prelu(name='PReLU2')
+             .conv(1, 1, 2, 1, 1, relu=False, name='conv4-1')
+             .softmax(3, name='prob1'))
+
+        (self.feed('PReLU2')
+             .conv(1, 1, 4, 1, 1, relu=False, name='conv4-2'))
+
+
+class RNet(Network):
+    def setup(self):
+        (self.feed('data')
+             .conv(3, 3, 28, 1, 1, padding='VALID', relu=False, name='conv1')
+             .prelu(name='prelu1')
+             .max_pool(3, 3, 2, 2, name='pool1')
+             .fc(32, relu=False, name='conv4')
+             .prelu(name='prelu4')
+             .fc(2, relu=False, name='conv5-1')
+             .softmax(1, name='prob1'))
+
+        (self.feed('prelu4')
+             .fc(4, relu=False, name='conv5-2'))
+
+
+def detect_face(img, minsize, pnet, rnet, threshold, factor):
+    scales = [m * np.power(factor, n) for n in range(10)]
+    while minsize >= 12:
+        minsize = minsize * factor
+    boxes = img[0, :] if img.size else None
+    return [s for s in scales if s > threshold], boxes
+'''
+
+
+def _run(net, **inputs):
+    module = build_graph_module(with_weights(net))
+    with torch.no_grad():
+        return module(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+
+
+def test_a_file_full_of_python_is_read_at_its_model_classes(tmp_path, capsys) -> None:
+    pnet = net_from_dsl(MTCNN, "detect_face.py", inputs={"data": (1, 3, 12, 12)})
+    assert pnet.name == "PNet" and "dialect: facenet" in " ".join(map(str, pnet.diagnostics))
+    assert sorted(pnet.values[v].blob for v in pnet.outputs) == ["conv4-2", "prob1"]
+    rnet = net_from_dsl(MTCNN, "detect_face.py", inputs={"data": (1, 3, 24, 24)}, class_name="RNet")
+    assert rnet.name == "RNet" and [rnet.values[v].shape for v in rnet.outputs] == [(1, 2), (1, 4)]
+    with pytest.raises(DSLError, match=r"no model class 'ONet'; the file defines PNet, RNet \(choose with --class\)"):
+        net_from_dsl(MTCNN, "detect_face.py", inputs={"data": (1, 3, 48, 48)}, class_name="ONet")
+    path = tmp_path / "detect_face.py"
+    path.write_text(MTCNN)
+    assert main(["inspect", str(path), "--class", "RNet", "--input", "data=1,3,24,24"]) == 0
+    assert "conv5-2" in capsys.readouterr().out
+    assert main(["convert", str(path), "--class", "PNet", "--input", "data=1,3,12,12", "-o", str(tmp_path / "out")]) == 0
+    source = (tmp_path / "out" / "PNet.py").read_text()
+    assert "a PyTorch port of the caffe-tensorflow (facenet dialect) net 'PNet'" in source and "Caffe net" not in source
+
+
+SETUP_PYTHON = '''
+from network import Network
+import tensorflow as tf
+
+WIDTH = 8
+SCALES = (8, 16, 32)
+
+
+class Tiny(Network):
+    MIN_DEPTH = 4
+
+    def __init__(self, inputs, trainable=True, conv_width=0.5):
+        self.conv_width = conv_width
+        self.feat_stride = [16, ]
+        Network.__init__(self, inputs, trainable)
+
+    def setup(self, num_classes, use_bn=False, prefix='stage'):
+        depth = lambda d: max(int(d * self.conv_width), self.MIN_DEPTH)
+        print('building', prefix)  # passed over: builds nothing
+        (self.feed('data')
+             .conv(3, 3, depth(WIDTH * 2), 2, 2, name=f'{prefix}_conv0'))
+        last = '%s_conv0' % prefix
+        for i, c in enumerate_like((8, 12)):
+            name = prefix + '_conv%d' % (i + 1)
+            (self.feed(last)
+                 .conv(3, 3, c, 1, 1, relu=not use_bn, name=name))
+            if use_bn:
+                (self.feed(name).batch_normalization(relu=True, name=name + '_bn'))
+                name = name + '_bn'
+            last = name
+        with tf.variable_scope(None, 'head'):
+            if num_classes > 10 or len(SCALES) * 3 * 2 != 18:
+                (self.feed(last).conv(1, 1, 99, 1, 1, name='wrong'))
+            else:
+                (self.feed(last)
+                     .conv(1, 1, len(SCALES) * 3 * 2, 1, 1, relu=False, name='score')
+                     .avg_pool(2, 2, 2, 2, padding='VALID', name='pool'))
+        scale = 1.0 / self.feat_stride[0]
+        (self.feed('pool').conv(1, 1, num_classes if scale < 1 else 0, 1, 1, relu=False, name='cls'))
+        return
+        (self.feed('data').conv(1, 1, 1, 1, 1, name='after_return'))
+'''
+
+
+def test_setup_python_is_evaluated_not_run() -> None:
+    text = SETUP_PYTHON.replace("enumerate_like((8, 12))", "((0, 8), (1, 12))")
+    net = net_from_dsl(text, "tiny.py", inputs={"data": (1, 3, 16, 16)}, defines={"num_classes": "5"})
+    layers = {n.name: n for n in net.nodes}
+    assert [n.name for n in net.nodes if n.type == "Convolution"] == ["stage_conv0", "stage_conv1", "stage_conv2", "score", "cls"]
+    assert layers["stage_conv0"].params.num_output == 8  # depth(16) = max(int(16 * 0.5), 4)
+    assert layers["score"].params.num_output == 18 and layers["cls"].params.num_output == 5
+    assert "after_return" not in layers and "wrong" not in layers
+    assert any("is not run (it builds no layer)" in str(d) for d in net.diagnostics)  # the print(...) line
+    with_bn = net_from_dsl(text, "tiny.py", inputs={"data": (1, 3, 16, 16)}, defines={"num_classes": "5", "use_bn": "True"})
+    assert [n.name for n in with_bn.nodes if n.type == "BatchNorm"] == ["stage_conv1_bn", "stage_conv2_bn"]
+    assert tuple(_run(net, data=np.ones((1, 3, 16, 16), np.float32)).shape) == (1, 5, 4, 4)
+    with pytest.raises(DSLError, match=r"tiny\.py:\d+:\d+: this 'for' runs over something that cannot be evaluated .*enumerate_like\(\.\.\.\) is not evaluated.* repeats 2 chain"):
+        net_from_dsl(SETUP_PYTHON, "tiny.py", inputs={"data": (1, 3, 16, 16)}, defines={"num_classes": "5"})
+    with pytest.raises(DSLError, match=r"'num_classes' is computed by Python code .*give --define num_classes=VALUE"):
+        net_from_dsl(text, "tiny.py", inputs={"data": (1, 3, 16, 16)})
+
+
+def test_setup_parameters_take_the_values_the_base_init_passes() -> None:
+    """CIHP_PGN-style: setup(self, is_training, n_classes, keep_prob) without defaults; the base
+    __init__ of the same file passes its own defaults."""
+    text = '''
+import tensorflow as tf
+class Network(object):
+    def __init__(self, inputs, trainable=True, is_training=False, n_classes=20, keep_prob=1):
+        self.inputs = inputs
+        self.use_dropout = tf.placeholder_with_default(tf.constant(1.0), shape=[], name='use_dropout')
+        self.setup(is_training, n_classes, keep_prob)
+
+class PGN(Network):
+    def setup(self, is_training, n_classes, keep_prob):
+        (self.feed('data')
+             .conv(1, 1, n_classes, 1, 1, name='cls')
+             .dropout(keep_prob, name='drop'))
+'''
+    net = net_from_dsl(text, "model_pgn.py", inputs={"data": (1, 3, 8, 8)})
+    assert net.node("cls").params.num_output == 20
+    assert net_from_dsl(text, "model_pgn.py", inputs={"data": (1, 3, 8, 8)}, defines={"n_classes": "7"}).node("cls").params.num_output == 7
+
+
+@pytest.mark.parametrize(
+    ("snippet", "error", "words"),
+    [
+        ("        __import__('os').system('touch /tmp/proto2torch_pwned')\n        (self.feed('data').relu(name=__import__('os').name))\n", DSLError, "'__import__' is not allowed"),
+        ("        (self.feed('data').relu(name=().__class__.__name__))\n", DSLError, "attribute '__name__' is not allowed"),
+        ("        (self.feed('data').relu(name=open('/etc/passwd').read()))\n", DSLError, r"open\(\.\.\.\) is not evaluated"),
+        ("        (self.feed('data').relu(name=exec('x = 1')))\n", DSLError, r"exec\(\.\.\.\) is not evaluated"),
+        ("        (self.feed('data').conv(3, 3, 9**9**9, 1, 1, name='c'))\n", DSLError, "exponent too large"),
+        ("        (self.feed('data').relu(name='x' * 10**10))\n", DSLError, "over the limit of 10,000"),
+        ("        (self.feed('data').relu(name='%099999999d' % 1))\n", DSLError, "format widths of 4 digits or more"),
+        ("        (self.feed('data').relu(name=f'{1:099999999}'))\n", DSLError, "format spec"),
+        ("        (self.feed('data').relu(name='{:099999}'.format(1)))\n", DSLError, "format widths"),
+        ("        for i in range(10**9):\n            pass\n", DSLError, "over the limit of 100,000"),
+        ("        for i in range(60000):\n            for j in range(2):\n                pass\n", LimitError, "repeat more than 100,000 times"),
+        ("        f = lambda x: f(x)\n        (self.feed('data').conv(3, 3, f(1), 1, 1, name='c'))\n", DSLError, "more than 64 deep"),
+        ("        (self.feed('data').relu(name=[c for c in 'abc']))\n", DSLError, "a list comprehension is not evaluated"),
+        ("        raise ValueError('no')\n", DSLError, "setup raises an exception here"),
+        ("        x = " + "-" * 100_000 + "1\n", LimitError, "too deeply"),
+        ("        x = " + "(" * 250 + "1" + ")" * 250 + "\n", LimitError, "nested more than 200 deep"),
+    ],
+)
+def test_hostile_setup_is_refused_with_a_typed_error(snippet: str, error: type, words: str) -> None:
+    text = "import os\nclass M(Network):\n    def setup(self):\n" + snippet + "        (self.feed('data').relu(name='end'))\n"
+    with pytest.raises(error, match=words):
+        net_from_dsl(text, "m.py", inputs={"data": (1, 3, 8, 8)})
+
+
+def test_a_python_2_file_is_refused_as_such() -> None:
+    text = "class Network(object):\n    def load(self, path):\n        print 'loading', path\n"
+    with pytest.raises(DSLError, match=r"^net\.py:3:9: this file is Python 2 .*must be ported first"):
+        net_from_dsl(text, "net.py")
