@@ -238,3 +238,44 @@ def test_a_python_2_file_is_refused_as_such() -> None:
     text = "class Network(object):\n    def load(self, path):\n        print 'loading', path\n"
     with pytest.raises(DSLError, match=r"^net\.py:3:9: this file is Python 2 .*must be ported first"):
         net_from_dsl(text, "net.py")
+
+
+ICNET_STYLE = '''
+from network import Network
+
+class Net(Network):
+    def __init__(self, cfg, mode, image_reader=None):
+        self.cfg = cfg
+        self.mode = mode
+        super().__init__(inputs={'data': image_reader.next_image}, cfg=self.cfg)
+
+    def setup(self):
+        (self.feed('data').conv(3, 3, 8, 2, 2, padding='VALID', name='c1'))
+        shape = self.layers['c1'].get_shape().as_list()[1:3]
+        h, w = shape
+        if self.mode == 'eval':
+            (self.feed('c1')
+                 .avg_pool(h, w, h, w, padding='VALID', name='gp')
+                 .resize_bilinear(shape, name='up'))
+        else:
+            (self.feed('c1').relu(name='train_only'))
+        (self.feed('c1').conv(1, 1, self.cfg.param['num_classes'], 1, 1, name='cls'))
+        (self.feed('c1').avg_pool(h / 3, w / 3, h / 3, w / 3, name='third'))
+'''
+
+
+def test_static_shapes_and_self_attributes_given_by_define() -> None:
+    """ICNet-style: a layer's static shape (get_shape().as_list()) sizes later layers; self.mode and
+    self.cfg come from __init__ arguments, so --define gives them (literals: dicts, tuples, strings)."""
+    defines = {"self.mode": "eval", "self.cfg.param": "{'num_classes': 4}"}
+    text = ICNET_STYLE.replace("h / 3, w / 3, h / 3, w / 3", "h // 3, w // 3, h // 3, w // 3")
+    net = net_from_dsl(text, "icnet_like.py", inputs={"data": (1, 3, 17, 21)}, defines=defines)
+    assert net.values[net.node("c1").outputs[0]].shape == (1, 8, 8, 10)
+    assert net.node("gp").params.kernel == (8, 10) and net.values[net.node("up").outputs[0]].shape == (1, 8, 8, 10)
+    assert net.node("cls").params.num_output == 4 and net.node("third").params.kernel == (2, 3) and net.find("train_only") is None
+    train = net_from_dsl(text, "icnet_like.py", inputs={"data": (1, 3, 17, 21)}, defines={**defines, "self.mode": "'train'"})
+    assert train.find("train_only") is not None and train.find("gp") is None
+    with pytest.raises(DSLError, match=r"condition of this 'if' cannot be evaluated \('self.mode' is computed by Python code"):
+        net_from_dsl(text, "icnet_like.py", inputs={"data": (1, 3, 17, 21)})
+    with pytest.raises(DSLError, match=r"k_h must be an integer, got 2.6666666666666665: Python 3's '/' gives a float"):
+        net_from_dsl(ICNET_STYLE, "icnet_like.py", inputs={"data": (1, 3, 17, 21)}, defines=defines)

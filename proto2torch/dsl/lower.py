@@ -17,6 +17,7 @@ the file when that is unambiguous and can be forced.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -251,10 +252,12 @@ class _Evaluator:
     dicts, comparisons, conditions, f-strings and %-formatting of names, ``len``/``range``/``int``/...,
     the file's constants and lambdas, ``self.X`` constants, ``setup`` parameters given by ``--define``."""
 
-    def __init__(self, module: Module, env: Mapping[str, Any], depth: int = 0):
+    def __init__(self, module: Module, env: Mapping[str, Any], depth: int = 0, static_shape: Any = None):
         self.module = module
         self.env = env
         self.depth = depth
+        self.static_shape = static_shape
+        """``layer expression -> its NHWC shape or None``: what ``x.get_shape()`` gives (the reader knows shapes)."""
 
     def fail(self, message: str, pos: Pos) -> DSLError:
         return DSLError(message, self.module.span(pos))
@@ -383,6 +386,9 @@ class _Evaluator:
         what = _dotted(expr.func) or "an expression"
         if any(part.startswith("__") for part in what.split(".")):
             raise self.fail(f"'{what}' is not allowed in a model file", expr.pos)
+        shape = self._get_shape(expr)
+        if shape is not None:
+            return shape
         if isinstance(expr.func, Attr) and not _dotted(expr.func):  # a method of a computed value
             self(expr.func.obj)
         if expr.starred:
@@ -412,6 +418,17 @@ class _Evaluator:
             return self._apply(callee, expr)
         raise self.fail(f"the call {what}(...) is not evaluated: layer arguments must be literal values", expr.pos)
 
+    def _get_shape(self, expr: Call) -> tuple[int, ...] | None:
+        """``layer.get_shape()`` and ``layer.get_shape().as_list()``: the layer's static NHWC shape."""
+        if isinstance(expr.func, Attr) and expr.func.attr == "as_list" and isinstance(expr.func.obj, Call) and not expr.args:
+            expr = expr.func.obj
+        if not (isinstance(expr.func, Attr) and expr.func.attr == "get_shape" and not expr.args and self.static_shape is not None):
+            return None
+        shape = self.static_shape(expr.func.obj)
+        if shape is None:
+            raise self.fail("get_shape() of something that is not a layer defined before this point (self.layers['name'])", expr.pos)
+        return shape
+
     def _apply(self, closure: Closure, expr: Call) -> Any:
         if self.depth >= _MAX_CALLS:
             raise self.fail(f"lambdas call each other more than {_MAX_CALLS} deep", expr.pos)
@@ -424,8 +441,8 @@ class _Evaluator:
             source = arg if arg is not None else given if given is not None else default
             if source is None:
                 raise self.fail(f"the lambda's argument '{name}' is missing", expr.pos)
-            scope[name] = self(source) if source is not default else _Evaluator(self.module, closure.env, self.depth + 1)(default)
-        return _Evaluator(self.module, scope, self.depth + 1)(closure.body)
+            scope[name] = self(source) if source is not default else _Evaluator(self.module, closure.env, self.depth + 1, self.static_shape)(default)
+        return _Evaluator(self.module, scope, self.depth + 1, self.static_shape)(closure.body)
 
     def _compare(self, expr: Compare) -> bool:
         left = self(expr.left)
@@ -819,8 +836,8 @@ def _environment(module: Module, cls: ClassDef, setup: FuncDef, defines: Mapping
             env[name] = passed[position]
         else:
             env[name] = Opaque(f"setup parameter '{name}' without a value (give --define {name}=VALUE)", setup.pos)
-    for name, text in defines.items():
-        env.setdefault(name, _define(text))
+    for name, text in defines.items():  # given values win over the file's, self.X and cfg.X included
+        env[name] = _define(text)
     return env
 
 
@@ -848,13 +865,16 @@ def _init_arguments(module: Module, lineage: Sequence[ClassDef], env: Mapping[st
 
 
 def _define(text: str) -> Any:
-    for kind in (int, float):
+    """A ``--define`` value: a Python literal (number, string, tuple, list, True/False/None) or else the text itself."""
+    if len(text) <= _MAX_TEXT:
         try:
-            return kind(text)
-        except ValueError:
-            pass
-    if text in ("True", "False"):
-        return text == "True"
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return text
+        if isinstance(value, list):
+            value = tuple(value)
+        if value is None or isinstance(value, (int, float, str, bool, tuple, dict)):
+            return value
     return text
 
 
@@ -865,7 +885,7 @@ class _Reader:
         self.env = env
         self.builder = builder
         self.diagnostics = diagnostics
-        self.evaluate = _Evaluator(module, env)
+        self.evaluate = _Evaluator(module, env, static_shape=self.static_shape)
         self.returned = False
         self.iterations = 0
 
@@ -988,6 +1008,16 @@ class _Reader:
             else:
                 self.bind_target(each, result, stmt.pos)
 
+    def static_shape(self, expr: Any) -> tuple[int, ...] | None:
+        """The NHWC shape TensorFlow gives a layer of this net (known here: shapes are inferred as layers are added)."""
+        ref = self.layer_ref(expr)
+        if ref is None or ref.name not in self.builder.latest:
+            return None
+        shape = self.builder.shape(ref.name)
+        if shape is None:
+            raise self.fail(f"the shape of layer '{ref.name}' is not known (give the input shapes)", ref.pos)
+        return (shape[0], *shape[2:], shape[1]) if len(shape) == 4 else tuple(shape)
+
     def layer_ref(self, expr: Any) -> LayerRef | None:
         """``self.layers['name']`` or a name bound to one."""
         if isinstance(expr, Name) and isinstance(self.env.get(expr.id), LayerRef):
@@ -1095,6 +1125,8 @@ class _Reader:
         value = a[key]
         if isinstance(value, float) and value.is_integer():
             value = int(value)
+        if isinstance(value, float):
+            raise self.fail(f"{key} must be an integer, got {value!r}: Python 3's '/' gives a float (TensorFlow refuses it too); a file written for Python 2's integer division needs '//'", pos)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise self.fail(f"{key} must be an integer of at least {minimum}, got {value!r}", pos)
         return value
