@@ -84,7 +84,7 @@ def _load_plugins(args: argparse.Namespace) -> None:
         load_plugin(plugin)
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202
+def _load(args: argparse.Namespace, unknown_inputs: bool = False):  # noqa: ANN202
     from .api import load_net
 
     _load_plugins(args)
@@ -97,6 +97,8 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
             kwargs["dialect"] = args.dialect
         if args.class_name:
             kwargs["class_name"] = args.class_name
+        if unknown_inputs:
+            kwargs["unknown_inputs"] = True
         if args.define:
             kwargs["defines"] = dict(args.define)
     else:
@@ -111,7 +113,7 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .summary import rf_table, summary_dict, summary_table
 
-    net = _load(args)
+    net = _load(args, unknown_inputs=True)  # a DSL net without --input is listed with unknown shapes, as a prototxt is
     if args.rf:
         print(rf_table(net))
     elif args.json:

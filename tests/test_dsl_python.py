@@ -279,3 +279,15 @@ def test_static_shapes_and_self_attributes_given_by_define() -> None:
         net_from_dsl(text, "icnet_like.py", inputs={"data": (1, 3, 17, 21)})
     with pytest.raises(DSLError, match=r"k_h must be an integer, got 2.6666666666666665: Python 3's '/' gives a float"):
         net_from_dsl(ICNET_STYLE, "icnet_like.py", inputs={"data": (1, 3, 17, 21)}, defines=defines)
+
+
+def test_inspect_without_input_shapes_lists_the_layers(tmp_path, capsys) -> None:
+    path = tmp_path / "detect_face.py"
+    path.write_text(MTCNN)
+    assert main(["inspect", str(path), "--class", "RNet"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line and not line.startswith(("layer", "net", "note"))}
+    assert rows["conv5-2"][1] == "InnerProduct" and rows["conv5-2"][-3:] == ["?", "?", "?"]
+    assert "inputs: data ?" in out
+    with pytest.raises(DSLError, match="give --input data=N,C,H,W"):  # converting still needs them
+        net_from_dsl(MTCNN, "detect_face.py", class_name="RNet")

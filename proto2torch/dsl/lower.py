@@ -177,6 +177,8 @@ class _Builder:
 
     module: Module
     input_shapes: Mapping[str, Sequence[int]]
+    unknown_inputs: bool = False
+    """Inputs without a given shape get an unknown one (``inspect`` lists the layers with ``?``)."""
     nodes: list[Node] = field(default_factory=list)
     values: dict[str, Value] = field(default_factory=dict)
     latest: dict[str, str] = field(default_factory=dict)
@@ -191,6 +193,12 @@ class _Builder:
         if blob in self.latest:
             return
         shape = self.input_shapes.get(blob)
+        if shape is None and self.unknown_inputs:
+            self.values[blob] = Value(blob, blob, None)
+            self.latest[blob] = blob
+            self.inputs.append(blob)
+            self.nodes.append(Node(f"input_{blob}", "Input", InputParams(()), (), (blob,)))
+            return
         if shape is None:
             raise DSLMissingShapeError(f"'{blob}' is fed but is neither a layer defined before nor a net input with a shape (give --input {blob}=N,C,H,W)", self.module.span(pos))
         value = Value(blob, blob, check_shape_of(blob, shape))
@@ -736,14 +744,16 @@ def load_dsl(
     dialect: str | None = None,
     defines: Mapping[str, str] | None = None,
     class_name: str | None = None,
+    unknown_inputs: bool = False,
 ) -> Net:
-    """Read a caffe-tensorflow model file into a :class:`Net` (input shapes in NCHW)."""
+    """Read a caffe-tensorflow model file into a :class:`Net` (input shapes in NCHW; with
+    ``unknown_inputs``, inputs whose shape is not given stay unknown instead of an error)."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DSLError(f"cannot read {path}: {exc.strerror}") from None
-    return net_from_dsl(data, str(path), inputs=inputs, dialect=dialect, defines=defines, class_name=class_name)
+    return net_from_dsl(data, str(path), inputs=inputs, dialect=dialect, defines=defines, class_name=class_name, unknown_inputs=unknown_inputs)
 
 
 @guarded("reading the caffe-tensorflow model")
@@ -755,6 +765,7 @@ def net_from_dsl(
     dialect: str | None = None,
     defines: Mapping[str, str] | None = None,
     class_name: str | None = None,
+    unknown_inputs: bool = False,
 ) -> Net:
     module = parse_dsl_source(text, filename)
     cls, all_classes = _find_class(module, class_name)
@@ -772,7 +783,7 @@ def net_from_dsl(
     if name not in DIALECTS:
         raise DSLError(f"unknown dialect {name!r}; choose one of {', '.join(DIALECTS)}")
     diagnostics.append(Diagnostic(None, f"dialect: {name} ({'forced' if dialect else 'detected: ' + why})"))
-    reader = _Reader(module, DIALECTS[name], env, _Builder(module, dict(inputs or {})), diagnostics)
+    reader = _Reader(module, DIALECTS[name], env, _Builder(module, dict(inputs or {}), unknown_inputs), diagnostics)
     reader.statements(setup.body)
     b = reader.builder
     net = Net(
