@@ -8,7 +8,8 @@ same layers (convolutions, batch norm, its separate scale, ReLU, pooling, fc, so
 shown: the idiomatic port whose BatchNorm2d carries the scale.
 Compared: the live torch.fx module, the emitted standalone source, both after the
 ``fold-bn`` pass and in channels_last memory format, and that frozen and optimised by
-TorchScript; OpenCV's dnn module and Caffe itself
+TorchScript, and ``proto2torch.optimize`` (the fastest measured path, its compile time shown);
+OpenCV's dnn module and Caffe itself
 when they are installed (``opencv-python-headless`` 4.x; pycaffe on PYTHONPATH or in
 ``CAFFE_PY``).  Medians of ``--repeat`` forwards after warm-up, on ``--threads`` threads.
 """
@@ -149,6 +150,7 @@ def main() -> None:
     from proto2torch.api import load_net, with_weights
     from proto2torch.backend.live import build_graph_module
     from proto2torch.backend.source import load_emitted
+    from proto2torch.optimization import optimize
     from proto2torch.passes import run_passes
 
     prototxt, weights = model("resnet50")
@@ -182,6 +184,9 @@ def main() -> None:
         ("emitted source, fold-bn, channels_last", timed(load_emitted(folded, work / "folded"), channels_last=True)),
         ("fold-bn, channels_last, TorchScript optimize_for_inference", timed(frozen(build_graph_module(folded)), channels_last=True)),
     ]
+    fast = optimize(build_graph_module(folded), x)
+    built = next(c.build_s for c in fast.report if c.name == fast.choice)
+    results.append((f"proto2torch.optimize, fold-bn (chose {fast.choice}, built in {built:.1f} s)", timed(fast)))
     others = [("OpenCV dnn", opencv_seconds(prototxt, weights, x.numpy(), args.threads, args.repeat))]
     others.append(("Caffe (CPU)", caffe_seconds(prototxt, weights, x.numpy(), args.threads, args.repeat)))
     rows = [("ResNet-50, 1x3x224x224", "median", "time / baseline")]

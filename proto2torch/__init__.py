@@ -6,6 +6,7 @@ The main entry points::
     weights = proto2torch.load_caffemodel("net.caffemodel")     # {layer: [ndarray]}
     module = proto2torch.to_torch(net, weights)                 # torch.nn.Module (fx)
     blobs = proto2torch.blobs(module, data=x)                   # every blob by name
+    fast = proto2torch.optimize(module, x)                      # the fastest path, outputs kept within 1e-4
 """
 
 from .api import blobs, load_net, to_torch, with_weights
@@ -25,6 +26,7 @@ from .errors import (
 )
 from .ir.graph import Net, Node, Value
 from .layers.registry import LayerSpec, ParseContext, register_layer
+from .optimization import optimize
 from .prototxt.lower import load_prototxt, net_from_text
 from .train import solver, trainable
 
@@ -50,6 +52,7 @@ __all__ = [
     "load_net",
     "load_prototxt",
     "net_from_text",
+    "optimize",
     "read_caffemodel",
     "register_layer",
     "solver",

@@ -131,9 +131,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     reference = load_reference(args.reference)
     if not args.input:
         args.input = [(k[len("input:") :], tuple(v.shape)) for k, v in reference.items() if k.startswith("input:")]
-    report = verify_files(_load(args), args.weights, reference, backend=args.backend, rtol=args.rtol, strict=args.strict)
+    net = _load(args)
+    report = verify_files(net, args.weights, reference, backend=args.backend, rtol=args.rtol, strict=args.strict)
     print(report.to_json() if args.json else report.table())
-    return 0 if report.passed else 1
+    if not args.optimize:
+        return 0 if report.passed else 1
+    from .verify import verify_optimized
+
+    fast, errors = verify_optimized(net, args.weights, reference, rtol=args.rtol)
+    print(f"\nproto2torch.optimize on the reference inputs:\n{fast.table()}")
+    bad = [(blob, e) for blob, e in errors if not e <= 1]
+    for blob, e in errors:
+        print(f"  {fast.choice}: output '{blob}' {'MISMATCH' if (blob, e) in bad else 'ok'} ({e:.3g}x the tolerance)")
+    if not errors:
+        print("  the reference holds none of the net's outputs: the optimized module is checked against the module only")
+    return 0 if report.passed and not bad else 1
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -461,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="ill-conditioned blobs without a layer-local check fail")
     p.add_argument("--backend", choices=("live", "source"), default="live", help="run the live module or the emitted source")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--optimize", action="store_true", help="also run proto2torch.optimize (fastest path, measured) and check its outputs against the reference")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("convert", help="write a standalone PyTorch .py + weights, an ONNX/TorchScript/torch.export archive, or caffe-tensorflow DSL")

@@ -157,6 +157,30 @@ def verify_files(net: Net, weights: Any, reference: dict[str, np.ndarray], *, ba
     return verify_net(net, reference, runner(net, backend), rtol=rtol, strict=strict)
 
 
+def verify_optimized(net: Net, weights: Any, reference: dict[str, np.ndarray], *, rtol: float = 1e-4) -> tuple[Any, list[tuple[str, float]]]:
+    """``proto2torch.optimize`` the live module on the reference's inputs, then compare the net's
+    outputs with the reference: the chosen module and (blob, worst difference / tolerance) per output."""
+    from .api import with_weights
+    from .backend.live import build_graph_module
+    from .optimization import optimize
+
+    net = with_weights(net, weights)
+    inputs = reference_inputs(net, reference)
+    args = [torch.from_numpy(inputs[net.values[v].blob]) for v in net.inputs]
+    fast = optimize(build_graph_module(net), *args, rtol=rtol)
+    with torch.no_grad():
+        out = fast(*args)
+    names = [net.values[v].blob for v in net.outputs]
+    got = dict(out) if isinstance(out, dict) else dict(zip(names, out if isinstance(out, (tuple, list)) else [out]))
+    errors = []
+    for blob in names:
+        if blob in reference and blob in got:
+            want = np.asarray(reference[blob], np.float64)
+            mine = got[blob].detach().numpy().reshape(want.shape)
+            errors.append((blob, float(np.abs(mine - want).max()) / (rtol * max(1.0, float(np.abs(want).max())))))
+    return fast, errors
+
+
 def data_layer_inputs(net: Net, reference: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Net inputs the reference lacks that the net's data layers produce: their first batch."""
     missing = {net.values[v].blob for v in net.inputs} - {k[len("input:") :] for k in reference if k.startswith("input:")}

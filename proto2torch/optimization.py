@@ -1,0 +1,187 @@
+"""``proto2torch.optimize(module, *example_inputs)``: the fastest way this machine runs a module, chosen
+by measuring, with its outputs kept within ``rtol`` of the module's own.
+
+Candidates, each built, checked against the module's outputs on the example inputs and timed there:
+
+* ``eager``: the module as it is (the baseline);
+* ``channels_last``: the same with NHWC memory (oneDNN's preferred layout on CPUs);
+* ``torchscript``: traced, frozen (weights folded into the graph) and ``optimize_for_inference``d, which
+  folds BatchNorm/Scale arithmetic into convolutions;
+* ``inductor``: ``torch.compile`` with inductor's ``freezing`` (constant folding, convolution+BN+ReLU
+  fusion, weight prepacking), in whichever memory layout ran faster eagerly.
+
+A candidate that fails to build (a data-dependent layer, no C++ compiler for inductor) or whose
+outputs move by more than ``rtol`` (relative to each output's magnitude) is reported and skipped.
+The result is the fastest candidate, wrapped: ``result.report`` lists every candidate with its time
+per call, its build (compile) time and why it was skipped, and ``result.choice`` names the winner.
+Compile time is reported, never hidden: inductor's first call can take seconds to minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+CANDIDATES = ("eager", "channels_last", "torchscript", "inductor")
+
+
+@dataclass
+class Candidate:
+    name: str
+    ms: float | None = None
+    """Median time of one call on the example inputs."""
+    build_s: float = 0.0
+    """Time to build it, the first (compiling) call included."""
+    error: float | None = None
+    """Largest output difference from the module, as a multiple of the tolerance."""
+    skipped: str | None = None
+
+
+class Optimized(nn.Module):
+    """The chosen module; calls go to it unchanged (inputs converted to its memory layout)."""
+
+    def __init__(self, inner: Callable, channels_last: bool, choice: str, report: list[Candidate]):
+        super().__init__()
+        self.inner = inner
+        self.channels_last = channels_last
+        self.choice = choice
+        self.report = report
+
+    def forward(self, *inputs: torch.Tensor):  # noqa: ANN201
+        return self.inner(*_layout(inputs, self.channels_last))
+
+    def table(self) -> str:
+        rows = [f"{'path':16s} {'ms/call':>9s} {'build s':>8s} {'max diff/tol':>13s}  note"]
+        for c in self.report:
+            ms = f"{c.ms:9.2f}" if c.ms is not None else f"{'-':>9s}"
+            err = f"{c.error:13.3g}" if c.error is not None else f"{'-':>13s}"
+            note = c.skipped or ("chosen" if c.name == self.choice else "")
+            rows.append(f"{c.name:16s} {ms} {c.build_s:8.2f} {err}  {note}")
+        return "\n".join(rows)
+
+
+def optimize(module: nn.Module, *example_inputs: torch.Tensor, candidates: Sequence[str] = CANDIDATES, rtol: float = 1e-4, budget_s: float = 0.5) -> Optimized:
+    """The fastest of ``candidates`` for ``module`` on ``example_inputs`` (see the module docstring)."""
+    unknown = [c for c in candidates if c not in CANDIDATES]
+    if unknown:
+        raise ValueError(f"unknown candidates {unknown}; choose from {', '.join(CANDIDATES)}")
+    module = module.eval()
+    inputs = tuple(example_inputs)
+    with torch.no_grad():
+        reference = _flat(module(*inputs))
+    report: list[Candidate] = []
+    built: dict[str, tuple[Callable, bool]] = {}
+    spatial = any(x.dim() == 4 for x in inputs)
+
+    def attempt(name: str, build: Callable[[], Callable], channels_last: bool) -> None:
+        entry = Candidate(name)
+        report.append(entry)
+        start = time.perf_counter()
+        try:
+            with _quiet(), torch.no_grad():
+                fn = build()
+                got = _flat(fn(*_layout(inputs, channels_last)))  # inductor compiles here
+        except Exception as exc:  # every failure to build is a reason to skip this candidate
+            entry.build_s = time.perf_counter() - start
+            entry.skipped = f"could not build: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
+            return
+        entry.build_s = time.perf_counter() - start
+        entry.error = _difference(reference, got, rtol)
+        if entry.error is None or entry.error > 1:
+            entry.skipped = "outputs differ from the module's" if entry.error is not None else "outputs have other shapes"
+            return
+        entry.ms = 1000 * _median_time(fn, _layout(inputs, channels_last), budget_s)
+        built[name] = (fn, channels_last)
+
+    if "eager" in candidates:
+        attempt("eager", lambda: module, False)
+    if "channels_last" in candidates and spatial:
+        attempt("channels_last", lambda: _channels_last_copy(module), True)
+    fast_layout = _faster(report, "channels_last", "eager")
+    if "torchscript" in candidates:
+        attempt("torchscript", lambda: _torchscript(module, inputs, fast_layout), fast_layout)
+    if "inductor" in candidates:
+        attempt("inductor", lambda: _inductor(module, fast_layout), fast_layout)
+    if not built:
+        raise RuntimeError("no candidate could run the module:\n" + "\n".join(f"  {c.name}: {c.skipped}" for c in report))
+    choice = min(built, key=lambda name: next(c.ms for c in report if c.name == name) or float("inf"))
+    fn, channels_last = built[choice]
+    return Optimized(fn, channels_last, choice, report)
+
+
+def _faster(report: list[Candidate], a: str, b: str) -> bool:
+    """Whether candidate ``a`` ran and beat ``b`` (the memory layout the compiled candidates use)."""
+    times = {c.name: c.ms for c in report if c.ms is not None}
+    return a in times and (b not in times or times[a] < times[b])
+
+
+def _channels_last_copy(module: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module).to(memory_format=torch.channels_last)
+
+
+def _torchscript(module: nn.Module, inputs: tuple[torch.Tensor, ...], channels_last: bool) -> Callable:
+    model = _channels_last_copy(module) if channels_last else module
+    traced = torch.jit.trace(model, _layout(inputs, channels_last), check_trace=False, strict=False)
+    return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+
+
+def _inductor(module: nn.Module, channels_last: bool) -> Callable:
+    import torch._inductor.config as inductor_config
+
+    model = _channels_last_copy(module) if channels_last else module
+    inductor_config.freezing = True  # fold the weights as constants: conv+BN folding, prepacked oneDNN weights
+    return torch.compile(model, backend="inductor", dynamic=False)
+
+
+def _layout(inputs: Sequence[torch.Tensor], channels_last: bool) -> tuple[torch.Tensor, ...]:
+    if not channels_last:
+        return tuple(inputs)
+    return tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
+
+
+def _flat(out: object) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [v for _, v in sorted(out.items())]
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in _flat(item)]
+    raise TypeError(f"cannot compare outputs of type {type(out).__name__}")
+
+
+def _difference(want: list[torch.Tensor], got: list[torch.Tensor], rtol: float) -> float | None:
+    if len(want) != len(got) or any(a.shape != b.shape for a, b in zip(want, got)):
+        return None
+    worst = 0.0
+    for a, b in zip(want, got):
+        if a.numel():
+            tolerance = rtol * max(1.0, float(a.abs().max()))
+            worst = max(worst, float((a.double() - b.double()).abs().max()) / tolerance)
+    return worst
+
+
+def _median_time(fn: Callable, inputs: tuple[torch.Tensor, ...], budget_s: float) -> float:
+    times: list[float] = []
+    with torch.no_grad():
+        fn(*inputs)  # warm
+        while len(times) < 3 or (sum(times) < budget_s and len(times) < 50):
+            start = time.perf_counter()
+            fn(*inputs)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

@@ -1,0 +1,61 @@
+"""proto2torch.optimize(module, *example_inputs): the fastest candidate, measured, whose outputs stay
+within 1e-4 of the module's; a candidate that breaks them or cannot be built is skipped and reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import proto2torch
+from proto2torch import optimization as optimize_module
+from proto2torch.cli import main
+from proto2torch.conformance import Case, recipe_layers
+
+from .conftest import CASES_DIR
+
+
+def _module(name: str):
+    case = Case.load(CASES_DIR / name)
+    inputs = case.inputs()
+    net = proto2torch.load_net(case.prototxt, {k: v.shape for k, v in inputs.items()})
+    net = proto2torch.with_weights(net, {layer: blobs for layer, _, blobs in recipe_layers(case.recipe)})
+    return proto2torch.to_torch(net), [torch.from_numpy(v) for v in inputs.values()]
+
+
+def test_optimize_picks_the_fastest_candidate_that_keeps_the_outputs() -> None:
+    module, inputs = _module("layer_bn_scale")
+    fast = proto2torch.optimize(module, *inputs, candidates=("eager", "channels_last", "torchscript"))
+    timed = {c.name: c.ms for c in fast.report if c.ms is not None}
+    assert [c.name for c in fast.report] == ["eager", "channels_last", "torchscript"]
+    assert fast.choice == min(timed, key=timed.get) and all(c.error is not None and c.error <= 1 for c in fast.report)
+    with torch.no_grad():
+        want, got = module(*inputs), fast(*inputs)
+    want, got = (list(x.values()) if isinstance(x, dict) else [x] for x in (want, got))
+    for a, b in zip(want, got):
+        assert torch.allclose(a, b, rtol=0, atol=1e-4 * max(1.0, float(a.abs().max())))
+    assert "chosen" in fast.table()
+
+
+def test_a_candidate_that_changes_the_outputs_or_cannot_be_built_is_skipped(monkeypatch) -> None:
+    module, inputs = _module("net_lenet")
+    monkeypatch.setattr(optimize_module, "_torchscript", lambda m, x, cl: (lambda *a: m(*a) + 1e-2))
+    monkeypatch.setattr(optimize_module, "_inductor", lambda m, cl: (_ for _ in ()).throw(RuntimeError("no compiler")))
+    fast = proto2torch.optimize(module, *inputs, candidates=("eager", "torchscript", "inductor"))
+    notes = {c.name: c.skipped for c in fast.report}
+    assert notes["torchscript"] == "outputs differ from the module's" and notes["inductor"].startswith("could not build: RuntimeError: no compiler")
+    assert fast.choice == "eager"
+    with pytest.raises(ValueError, match="unknown candidates"):
+        proto2torch.optimize(module, *inputs, candidates=("magic",))
+
+
+def test_verify_optimize_checks_the_compiled_module_against_caffe(tmp_path, capsys) -> None:
+    case = Case.load(CASES_DIR / "net_lenet")
+    weights, reference = case.write_caffemodel(tmp_path / "w.caffemodel"), case.write_reference(tmp_path / "ref.npz")
+    assert main(["verify", str(case.prototxt), "--weights", str(weights), "--reference", str(reference), "--optimize"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("proto2torch.optimize on the reference inputs:")[1]
+    assert all(name in table for name in ("eager", "channels_last", "torchscript", "inductor")) and "chosen" in table
+    assert "output 'prob' ok" in out
+    with np.load(reference) as ref:
+        assert "prob" in ref.files
