@@ -9,7 +9,7 @@ shown: the idiomatic port whose BatchNorm2d carries the scale.
 Compared: the live torch.fx module, the emitted standalone source, both after the
 ``fold-bn`` pass and in channels_last memory format, and that frozen and optimised by
 TorchScript, and ``proto2torch.optimize`` (the fastest measured path, its compile time shown);
-OpenCV's dnn module and Caffe itself
+OpenCV's dnn module (4.x: set ``OPENCV_PY`` to an OpenCV 4 install, since OpenCV 5 has no Caffe importer) and Caffe itself
 when they are installed (``opencv-python-headless`` 4.x; pycaffe on PYTHONPATH or in
 ``CAFFE_PY``).  Medians of ``--repeat`` forwards after warm-up, on ``--threads`` threads.
 """
@@ -94,19 +94,36 @@ class HandWrittenResNet50(nn.Module):
         return torch.softmax(self.fc(x.flatten(1)), 1)
 
 
+OPENCV_RUN = """
+import json, sys, time, statistics
+import numpy as np
+import cv2
+cv2.setNumThreads(int(sys.argv[4]))
+net = cv2.dnn.readNetFromCaffe(sys.argv[1], sys.argv[2])
+x = np.load(sys.argv[3])
+times = []
+for i in range(int(sys.argv[5]) + 3):
+    start = time.perf_counter(); net.setInput(x); net.forward(); times.append(time.perf_counter() - start)
+print(json.dumps(statistics.median(times[3:])))
+"""
+
+
 def opencv_seconds(prototxt: Path, weights: Path, x: np.ndarray, threads: int, repeat: int) -> float | None:
-    try:
-        import cv2
-    except ImportError:
-        return None
-    cv2.setNumThreads(threads)
-    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
-
-    def run() -> None:
-        net.setInput(x)
-        net.forward()
-
-    return median_seconds(run, repeat=repeat, warmup=3)
+    """OpenCV's dnn in a subprocess.  OpenCV 5 dropped the Caffe importer: point ``OPENCV_PY`` at an
+    OpenCV 4 install (``pip install --target /tmp/cv4 opencv-python-headless==4.14.0.94``)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    if os.environ.get("OPENCV_PY"):
+        env["PYTHONPATH"] = os.pathsep.join([os.environ["OPENCV_PY"], os.environ.get("PYTHONPATH", "")])
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "x.npy", x)
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", OPENCV_RUN, str(prototxt), str(weights), str(Path(tmp) / "x.npy"), str(threads), str(repeat)],
+                capture_output=True, text=True, env=env, timeout=600,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return None
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
 
 
 CAFFE_RUN = """
@@ -193,7 +210,7 @@ def main() -> None:
     rows += [(name, f"{t * 1000:.1f} ms", f"{t / base:.3f}") for name, t in results]
     best = min(t for _, t in results)
     for name, t in others:
-        rows.append((name, "not installed" if t is None else f"{t * 1000:.1f} ms", "" if t is None else f"{t / base:.3f} (the fastest conversion is {t / best:.2f}x faster)"))
+        rows.append((name, "not available" if t is None else f"{t * 1000:.1f} ms", "" if t is None else f"{t / base:.3f} (the fastest conversion is {t / best:.2f}x faster)"))
     print(f"{args.threads} threads, median of {args.repeat} forwards after 3 warm-up runs, torch {torch.__version__}")
     print(table(rows))
 
