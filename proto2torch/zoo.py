@@ -106,7 +106,8 @@ def find_nets(root: str | Path) -> list[ZooJob]:
     if not root.is_dir():
         raise Proto2TorchError(f"zoo: {root} is not a folder")
     folders: dict[Path, list[tuple[Path, str]]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in NET_SUFFIXES):
+    found = (Path(top) / name for top, _, names in os.walk(root) for name in names)  # symlinked folders are not followed: no loops
+    for path in sorted(p for p in found if p.suffix in NET_SUFFIXES and p.is_file()):
         kind = _net_format(path)
         if kind is not None:
             folders.setdefault(path.parent, []).append((path, kind))

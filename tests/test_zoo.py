@@ -117,6 +117,7 @@ def _tree(tmp_path: Path) -> Path:
     (root / "dsl").mkdir()
     shutil.copy(DATA / "dsl" / "ethereon_vgg16.py", root / "dsl")  # a caffe-tensorflow file: needs --input
     (root / "dsl" / "helpers.py").write_text("def f():\n    return 1\n")  # Python that builds no net
+    (root / "fresh" / "loop").symlink_to(root, target_is_directory=True)  # a link back up: not followed
     return root
 
 
