@@ -23,6 +23,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..errors import Proto2TorchError
 from ..ir.graph import Net
 from . import Pass, PassResult, run_passes
 
@@ -87,7 +88,10 @@ def _check(p: Pass, before: Net, result: PassResult, inputs: dict[str, np.ndarra
     if inputs is None:
         return CheckResult(spec, kind, None, "the net's input shapes are not known: give them with --input")
     after = result.net
-    a, b = _run(before, inputs), _run(after, inputs)
+    try:
+        a, b = _run(before, inputs), _run(after, inputs)
+    except (Proto2TorchError, RuntimeError, ValueError, IndexError) as exc:  # e.g. labels a seeded input cannot stand in for
+        return CheckResult(spec, kind, None, f"the net does not run on a seeded input ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
     jumps = (_jumps(before), _jumps(after)) if kind == "shift" else None
     compared, worst = 0, 0.0
     for blob, writer in _blob_order(after):
