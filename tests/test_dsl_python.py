@@ -291,3 +291,70 @@ def test_inspect_without_input_shapes_lists_the_layers(tmp_path, capsys) -> None
     assert "inputs: data ?" in out
     with pytest.raises(DSLError, match="give --input data=N,C,H,W"):  # converting still needs them
         net_from_dsl(MTCNN, "detect_face.py", class_name="RNet")
+
+
+TFPOSE_STYLE = '''
+import tensorflow as tf
+from tf_pose import network_base
+
+
+class Tiny(network_base.BaseNetwork):
+    def setup(self):
+        (self.feed('image')
+             .normalize_vgg(name='preprocess')
+             .convb(3, 3, 8, 2, name='Conv2d_0')
+             .separable_conv(3, 3, 12, 2, name='Conv2d_1')
+             .separable_conv(1, 1, 5, 1, relu=False, name='out'))
+'''
+
+
+def _tf_same(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
+    """TensorFlow's SAME padding: the odd pixel goes to the bottom/right."""
+    pads = []
+    for size in (x.shape[3], x.shape[2]):
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads += [total // 2, total - total // 2]
+    return torch.nn.functional.pad(x, pads)
+
+
+def test_tf_pose_slim_layers_compute_what_tensorflow_does(tmp_path) -> None:
+    """tf-pose's convb (slim conv, batch norm center-only with eps 1e-3, ReLU) and separable_conv
+    (depthwise, then pointwise with batch norm), with weights under slim's variable names, against
+    the arithmetic written out here from TensorFlow's definitions."""
+    rng = np.random.default_rng(0)
+    r = lambda *shape: rng.uniform(-1, 1, shape).astype(np.float32)  # noqa: E731
+
+    def bn(c):
+        return {"beta": r(c), "moving_mean": r(c), "moving_variance": rng.uniform(0.5, 2, c).astype(np.float32)}
+
+    weights = {
+        "Conv2d_0": {"weights": r(3, 3, 3, 8)}, "Conv2d_0/BatchNorm": bn(8),
+        "Conv2d_1_depthwise": {"depthwise_weights": r(3, 3, 8, 1)}, "Conv2d_1_pointwise": {"weights": r(1, 1, 8, 12)}, "Conv2d_1_pointwise/BatchNorm": bn(12),
+        "out_depthwise": {"depthwise_weights": r(1, 1, 12, 1)}, "out_pointwise": {"weights": r(1, 1, 12, 5)}, "out_pointwise/BatchNorm": bn(5),
+    }
+    np.save(tmp_path / "w.npy", np.array(weights, dtype=object), allow_pickle=True)
+    net = net_from_dsl(TFPOSE_STYLE, "tiny_pose.py", inputs={"image": (1, 3, 17, 16)})
+    assert "dialect: tfpose" in " ".join(map(str, net.diagnostics))
+    x = torch.from_numpy(rng.uniform(0, 255, (1, 3, 17, 16)).astype(np.float32))
+    got = build_graph_module(with_weights(net, tmp_path / "w.npy"))(x)
+
+    def norm(y, p):
+        t = lambda a: torch.from_numpy(a).view(1, -1, 1, 1)  # noqa: E731
+        return (y - t(p["moving_mean"])) / torch.sqrt(t(p["moving_variance"]) + 1e-3) + t(p["beta"])
+
+    def conv(y, w, s, groups=1, k=None):
+        k = k or w.shape[0]
+        caffe = torch.from_numpy(np.ascontiguousarray(w.transpose(2, 3, 0, 1) if groups > 1 else w.transpose(3, 2, 0, 1)))
+        return torch.nn.functional.conv2d(_tf_same(y, k, s), caffe, stride=s, groups=groups)
+
+    with torch.no_grad():
+        y = x * (1.0 / 256.0) - 0.5
+        y = torch.relu(norm(conv(y, weights["Conv2d_0"]["weights"], 2), weights["Conv2d_0/BatchNorm"]))
+        y = conv(y, weights["Conv2d_1_depthwise"]["depthwise_weights"], 2, groups=8)
+        y = torch.relu(norm(conv(y, weights["Conv2d_1_pointwise"]["weights"], 1), weights["Conv2d_1_pointwise/BatchNorm"]))
+        y = conv(y, weights["out_depthwise"]["depthwise_weights"], 1, groups=12)
+        want = norm(conv(y, weights["out_pointwise"]["weights"], 1), weights["out_pointwise/BatchNorm"])
+    assert got.shape == want.shape == (1, 5, 5, 4)
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(DSLError, match=r"normalize_vgg\(\) is not part of the ethereon DSL"):  # tf-pose's methods belong to its dialect
+        net_from_dsl(TFPOSE_STYLE, "tiny_pose.py", inputs={"image": (1, 3, 17, 16)}, dialect="ethereon")

@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import DSLError, DSLMissingShapeError, LimitError, Proto2TorchError, guarded
 from ..ir.graph import Net, Node, Value, compute_outputs
 from ..ir.shapes import check_shape_of, infer_shapes
-from ..layers.activations import DropoutParams, PReLUParams, SlopeParams
+from ..layers.activations import DropoutParams, PowerParams, PReLUParams, SlopeParams
 from ..layers.conv import ConvParams
 from ..layers.data import InputParams
 from ..layers.eltwise import EltwiseParams
@@ -95,7 +95,11 @@ DIALECTS = {
     "pspnet": Dialect("pspnet", "VALID", 1e-5, "reference", group=False),
     "icnet": Dialect("icnet", "VALID", 1e-5, "reference", group=False, add_resizes=True),
     "facenet": Dialect("facenet", "SAME", 1e-5, "reference", softmax_axis=True),
+    "tfpose": Dialect("tfpose", "SAME", 1e-5, "reference"),
 }
+_TFPOSE = ("normalize_vgg", "normalize_mobilenet", "convb", "separable_conv")
+"""tf-pose-estimation's own BaseNetwork methods (tf_pose/network_base.py): read in the tfpose dialect only."""
+_SLIM_BN_EPS = 1e-3
 
 # method → (positional parameter names, keyword parameters with defaults); "padding" defaults to the dialect's
 _SIGNATURES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -117,6 +121,10 @@ _SIGNATURES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "prelu": ((), {}),
     "sigmoid": ((), {}),
     "tanh": ((), {}),
+    "normalize_vgg": ((), {}),
+    "normalize_mobilenet": ((), {}),
+    "convb": (("k_h", "k_w", "c_o", "stride"), {"relu": True, "set_bias": True, "set_tanh": False}),
+    "separable_conv": (("k_h", "k_w", "c_o", "stride"), {"relu": True, "set_bias": True}),
 }
 _SLIM_BN = ((), {"is_training": False, "activation_fn": None, "scale": True})
 _NHWC_TO_NCHW = {0: 0, 1: 2, 2: 3, 3: 1, -1: 1, -2: 3, -3: 2, -4: 0}
@@ -725,6 +733,8 @@ def detect_dialect(module: Module, setup: FuncDef) -> tuple[str, str]:
                         positional_softmax = True
 
     walk(setup.body)
+    if set(_TFPOSE) & methods:
+        return "tfpose", "it calls tf-pose's " + "/".join(sorted(set(_TFPOSE) & methods)) + "()"
     if "interp" in methods:
         return "icnet", "it calls interp()"
     if {"zero_padding", "resize_bilinear"} & methods:
@@ -1085,7 +1095,7 @@ class _Reader:
             positional, defaults = _SLIM_BN
         elif method == "softmax" and self.dialect.softmax_axis:
             positional, defaults = ("axis",), {}
-        elif method in _SIGNATURES:
+        elif method in _SIGNATURES and (method not in _TFPOSE or self.dialect.name == "tfpose"):
             positional, defaults = _SIGNATURES[method]
         else:
             raise self.fail(f"{chain.label()}: method {method}() is not part of the {self.dialect.name} DSL (or not supported)", pos)
@@ -1291,6 +1301,46 @@ class _Reader:
 
     def op_tanh(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
         self.builder.add(name, "TanH", NoParams(), current, name, pos)
+
+    # tf-pose (tf_pose/network_base.py): inputs normalised by constants; slim convolutions whose
+    # batch norm (center only, eps 1e-3) replaces the bias; depthwise + pointwise separable blocks
+    def op_normalize_vgg(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
+        self.builder.add(name, "Power", PowerParams(1.0, 1.0 / 256.0, -0.5), current, name, pos)  # x * (1/256) - 0.5
+
+    def op_normalize_mobilenet(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
+        self.builder.add(name, "Power", PowerParams(1.0, 1.0 / 128.0, -1.0), current, name, pos)  # x / 128 - 1 (exact: 128 = 2^7)
+
+    def _slim_conv(self, name: str, x: str, k: tuple[int, int], c_o: int, stride: int, pos: Pos, top: str | None = None) -> None:
+        """A slim convolution whose normalizer is batch norm: no bias, then BN(center) under <name>/BatchNorm,
+        all writing blob ``top`` (default ``name``)."""
+        top = top or name
+        params = ConvParams(num_output=c_o, kernel=k[:1] if k[0] == k[1] else k, stride=(stride,), bias_term=False, tf_same=True)
+        self.builder.add(name, "Convolution", params, [x], top, pos)
+        self.builder.weights[name] = ("conv", (name,))
+        bn = f"{name}/BatchNorm"
+        self.builder.add(bn, "BatchNorm", BatchNormParams(_SLIM_BN_EPS), [top], top, pos)
+        self.builder.add(f"{bn}:offset", "Bias", ScaleParams(1, 1, False), [top], top, pos)
+        self.builder.weights[bn] = ("bn", (bn, f"{bn}:offset"))
+
+    def op_convb(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
+        k = (self._int(a, "k_h", pos), self._int(a, "k_w", pos))
+        self._slim_conv(name, current[0], k, self._int(a, "c_o", pos), self._int(a, "stride", pos), pos)
+        self._relu(name, a["relu"], pos)
+        if a["set_tanh"]:  # despite the flag's name, tf-pose applies a sigmoid
+            self.builder.add(f"{name}_extra_acv", "Sigmoid", NoParams(), [name], name, pos)
+
+    def op_separable_conv(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
+        shape = self.builder.shape(current[0])
+        if shape is None:
+            raise self.fail("separable_conv() needs the input's channel count: give the input shapes", pos)
+        channels = shape[1]
+        k = (self._int(a, "k_h", pos), self._int(a, "k_w", pos))
+        depthwise = f"{name}_depthwise"
+        params = ConvParams(num_output=channels, kernel=k[:1] if k[0] == k[1] else k, stride=(self._int(a, "stride", pos),), group=channels, bias_term=False, tf_same=True)
+        self.builder.add(depthwise, "Convolution", params, current, depthwise, pos)
+        self.builder.weights[depthwise] = ("depthwise", (depthwise,))
+        self._slim_conv(f"{name}_pointwise", depthwise, (1, 1), self._int(a, "c_o", pos), 1, pos, top=name)
+        self._relu(name, a["relu"], pos)
 
 
 def _names(target: Any) -> list[str]:

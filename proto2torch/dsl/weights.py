@@ -162,6 +162,11 @@ def dsl_blobs(net: Net, weights: dict[str, dict[str, np.ndarray]]) -> dict[str, 
                         blobs[extra] = [gamma if gamma is not None else np.ones_like(mean), beta if beta is not None else np.zeros_like(mean)]
                     else:
                         blobs[extra] = [beta if beta is not None else np.zeros_like(mean)]
+            elif kind == "depthwise":  # slim's depthwise_weights (k, k, C, multiplier 1) -> Caffe's (C, 1, k, k)
+                w = params["depthwise_weights"]
+                if w.ndim != 4 or w.shape[3] != 1:
+                    raise ValueError(f"depthwise weights of shape {list(w.shape)} are not (k, k, C, 1)")
+                blobs[nodes[0]] = [np.ascontiguousarray(w.transpose(2, 3, 0, 1))]
             elif kind == "prelu":
                 blobs[nodes[0]] = [params["alpha"].reshape(-1)]
         except KeyError as exc:
