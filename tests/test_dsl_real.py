@@ -55,3 +55,42 @@ def test_inspect_lists_the_model_classes_of_a_file_with_several(capsys) -> None:
     files = _facenet()
     assert main(["inspect", str(files["detect_face.py"]), "--class", "Network", "--input", "data=1,3,12,12"]) == 2
     assert "no model class 'Network'; the file defines PNet, RNet, ONet (choose with --class)" in capsys.readouterr().err
+
+
+DSL_REFERENCE = Path(__file__).parent / "data" / "dsl_reference"
+
+
+def test_tf1_resize_bilinear_is_tensorflows_bit_for_bit() -> None:
+    """TF1's resize_bilinear without align_corners (ICNet's add, CIHP_PGN's pyramid_pooling), against
+    TensorFlow's own outputs up, down and across (tools/make_dsl_reference.py --cihp-network ...)."""
+    import torch
+
+    from proto2torch.backend.caffe_ops import resize_bilinear_tf1
+
+    with np.load(DSL_REFERENCE / "tf1_resize_bilinear.npz") as data:
+        x = torch.from_numpy(data["x"]).permute(0, 3, 1, 2)
+        sizes = [k for k in data.files if k != "x"]
+        assert len(sizes) == 5
+        for key in sizes:
+            height, width = map(int, key.split("x"))
+            np.testing.assert_array_equal(resize_bilinear_tf1(x, height, width).permute(0, 2, 3, 1).numpy(), data[key])
+
+
+def test_cihp_pyramid_pooling_matches_tensorflow_on_cihps_own_base_class(tmp_path, capsys) -> None:
+    """A small net using CIHP_PGN's pyramid_pooling (tests/data/dsl_reference/cihp_tiny.py), run by TensorFlow
+    on CIHP_PGN's own kaffe/tensorflow/network.py with seeded weights: every layer within 1e-4."""
+    with np.load(DSL_REFERENCE / "cihp_pyramid_pooling.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    weights: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        if key.startswith("w:"):
+            _, layer, param = key.split(":")
+            weights.setdefault(layer, {})[param] = value
+    np.save(tmp_path / "w.npy", np.array(weights, dtype=object), allow_pickle=True)
+    layers = {k: _nchw(v) for k, v in arrays.items() if not k.startswith("w:") and k != "input"}
+    np.savez(tmp_path / "reference.npz", **{"input:data": _nchw(arrays["input"])}, **layers)
+    argv = ["verify", str(DSL_REFERENCE / "cihp_tiny.py"), "--weights", str(tmp_path / "w.npy"), "--reference", str(tmp_path / "reference.npz"), "--define", "n_classes=5", "--json"]
+    code = main(argv)
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["passed"], result
+    assert {b["blob"] for b in result["blobs"] if b["status"] == "ok"} == set(layers) == {"branch", "pp1", "pp2", "pp_out", "score"}

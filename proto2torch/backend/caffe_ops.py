@@ -823,7 +823,7 @@ class Interp(nn.Module):
     ((n - 1) // shrink + 1) and then zoomed by ``zoom`` (n + (n - 1)(zoom - 1)).
     """
 
-    def __init__(self, height: int = 0, width: int = 0, zoom: int = 1, shrink: int = 1, crop: Tuple[int, int] = (0, 0), align_corners: bool = True):
+    def __init__(self, height: int = 0, width: int = 0, zoom: int = 1, shrink: int = 1, crop: Tuple[int, int] = (0, 0), align_corners: bool = True, tf1: bool = False):
         super().__init__()
         self.height = height
         self.width = width
@@ -831,6 +831,7 @@ class Interp(nn.Module):
         self.shrink = shrink
         self.crop = crop
         self.align_corners = align_corners
+        self.tf1 = tf1
 
     def forward(self, x: Tensor) -> Tensor:
         begin, end = self.crop
@@ -842,15 +843,41 @@ class Interp(nn.Module):
         else:
             h, w = (h - 1) // self.shrink + 1, (w - 1) // self.shrink + 1
             h, w = h + (h - 1) * (self.zoom - 1), w + (w - 1) * (self.zoom - 1)
+        if self.tf1:
+            return resize_bilinear_tf1(x, h, w)
         return F.interpolate(x, size=[h, w], mode="bilinear", align_corners=self.align_corners)
 
 
 class ResizeLike(nn.Module):
-    """Caffe Interp with two bottoms: bilinear resize of x to the height and width of ``like``."""
+    """Caffe Interp with two bottoms: bilinear resize of x to the height and width of ``like``
+    (``tf1``: as TensorFlow 1's resize_bilinear without align_corners)."""
 
-    def __init__(self, align_corners: bool = True):
+    def __init__(self, align_corners: bool = True, tf1: bool = False):
         super().__init__()
         self.align_corners = align_corners
+        self.tf1 = tf1
 
     def forward(self, x: Tensor, like: Tensor) -> Tensor:
+        if self.tf1:
+            return resize_bilinear_tf1(x, like.shape[2], like.shape[3])
         return F.interpolate(x, size=[like.shape[2], like.shape[3]], mode="bilinear", align_corners=self.align_corners)
+
+
+def resize_bilinear_tf1(x: Tensor, height: int, width: int) -> Tensor:
+    """TensorFlow 1's ``tf.image.resize_bilinear(align_corners=False)`` (half_pixel_centers=False):
+    output pixel i reads input position i * (in / out), in float32, its upper neighbour clamped to
+    the last pixel; blended horizontally, then vertically, as TensorFlow's kernel does.  Neither
+    Caffe's Interp (corners aligned) nor PyTorch's align_corners=False (half pixels) samples so."""
+    in_h, in_w = x.shape[2], x.shape[3]
+    ys = torch.arange(height, dtype=torch.float32, device=x.device) * torch.tensor(float(in_h) / float(height), dtype=torch.float32)
+    xs = torch.arange(width, dtype=torch.float32, device=x.device) * torch.tensor(float(in_w) / float(width), dtype=torch.float32)
+    y0 = torch.clamp(torch.floor(ys).long(), max=in_h - 1)
+    x0 = torch.clamp(torch.floor(xs).long(), max=in_w - 1)
+    y1 = torch.clamp(y0 + 1, max=in_h - 1)
+    x1 = torch.clamp(x0 + 1, max=in_w - 1)
+    wy = (ys - y0.to(torch.float32)).view(1, 1, -1, 1).to(x.dtype)
+    wx = (xs - x0.to(torch.float32)).view(1, 1, 1, -1).to(x.dtype)
+    top, bottom = x.index_select(2, y0), x.index_select(2, y1)
+    top = top.index_select(3, x0) + (top.index_select(3, x1) - top.index_select(3, x0)) * wx
+    bottom = bottom.index_select(3, x0) + (bottom.index_select(3, x1) - bottom.index_select(3, x0)) * wx
+    return top + (bottom - top) * wy

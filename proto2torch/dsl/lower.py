@@ -100,6 +100,8 @@ DIALECTS = {
 _TFPOSE = ("normalize_vgg", "normalize_mobilenet", "convb", "separable_conv")
 """tf-pose-estimation's own BaseNetwork methods (tf_pose/network_base.py): read in the tfpose dialect only."""
 _SLIM_BN_EPS = 1e-3
+_DRSLEEP_EXTRA = ("pyramid_pooling",)
+"""Methods of DrSleep-derived base classes (CIHP_PGN's kaffe/tensorflow/network.py): read in the drsleep dialect."""
 
 # method → (positional parameter names, keyword parameters with defaults); "padding" defaults to the dialect's
 _SIGNATURES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -125,6 +127,7 @@ _SIGNATURES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "normalize_mobilenet": ((), {}),
     "convb": (("k_h", "k_w", "c_o", "stride"), {"relu": True, "set_bias": True, "set_tanh": False}),
     "separable_conv": (("k_h", "k_w", "c_o", "stride"), {"relu": True, "set_bias": True}),
+    "pyramid_pooling": (("o_c", "pool_size"), {}),
 }
 _SLIM_BN = ((), {"is_training": False, "activation_fn": None, "scale": True})
 _NHWC_TO_NCHW = {0: 0, 1: 2, 2: 3, 3: 1, -1: 1, -2: 3, -3: 2, -4: 0}
@@ -733,6 +736,8 @@ def detect_dialect(module: Module, setup: FuncDef) -> tuple[str, str]:
                         positional_softmax = True
 
     walk(setup.body)
+    if set(_DRSLEEP_EXTRA) & methods:
+        return "drsleep", "it calls " + "/".join(sorted(set(_DRSLEEP_EXTRA) & methods)) + "() of DrSleep-derived bases (CIHP_PGN)"
     if set(_TFPOSE) & methods:
         return "tfpose", "it calls tf-pose's " + "/".join(sorted(set(_TFPOSE) & methods)) + "()"
     if "interp" in methods:
@@ -1095,7 +1100,7 @@ class _Reader:
             positional, defaults = _SLIM_BN
         elif method == "softmax" and self.dialect.softmax_axis:
             positional, defaults = ("axis",), {}
-        elif method in _SIGNATURES and (method not in _TFPOSE or self.dialect.name == "tfpose"):
+        elif method in _SIGNATURES and (method not in _TFPOSE or self.dialect.name == "tfpose") and (method not in _DRSLEEP_EXTRA or self.dialect.name == "drsleep"):
             positional, defaults = _SIGNATURES[method]
         else:
             raise self.fail(f"{chain.label()}: method {method}() is not part of the {self.dialect.name} DSL (or not supported)", pos)
@@ -1218,9 +1223,9 @@ class _Reader:
 
     def op_add(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
         inputs = list(current)
-        if self.dialect.add_resizes:  # ICNet: input 0 is first resized to input 1's size
+        if self.dialect.add_resizes:  # ICNet: input 0 is first resized to input 1's size by TF1's resize_bilinear (no align_corners)
             resized = f"{name}:resize"
-            self.builder.add(resized, "Interp", InterpParams(align_corners=False), [inputs[0], inputs[1]], resized, pos)
+            self.builder.add(resized, "Interp", InterpParams(align_corners=False, tf1=True), [inputs[0], inputs[1]], resized, pos)
             inputs[0] = resized
         self.builder.add(name, "Eltwise", EltwiseParams("SUM"), inputs, name, pos)
 
@@ -1301,6 +1306,17 @@ class _Reader:
 
     def op_tanh(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
         self.builder.add(name, "TanH", NoParams(), current, name, pos)
+
+    def op_pyramid_pooling(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
+        """CIHP_PGN: average pooling by pool_size (SAME), a 3x3 convolution with bias and ReLU (its
+        weights under the method's name), resized back to the input's size by TF1's resize_bilinear."""
+        k = self._int(a, "pool_size", pos)
+        pool, conv = f"{name}/pool_ly", f"{name}/conv_ly"
+        self.builder.add(pool, "Pooling", PoolParams("AVE", (k, k), (k, k), (0, 0), ceil=False, tf_same=True), current, pool, pos)
+        self.builder.add(conv, "Convolution", ConvParams(num_output=self._int(a, "o_c", pos), kernel=(3,), tf_same=True), [pool], conv, pos)
+        self.builder.weights[name] = ("conv", (conv,))
+        self.builder.add(f"{name}/relu_ly", "ReLU", SlopeParams(), [conv], conv, pos)
+        self.builder.add(name, "Interp", InterpParams(align_corners=False, tf1=True), [conv, current[0]], name, pos)
 
     # tf-pose (tf_pose/network_base.py): inputs normalised by constants; slim convolutions whose
     # batch norm (center only, eps 1e-3) replaces the bias; depthwise + pointwise separable blocks

@@ -96,6 +96,8 @@ class InterpParams:
     pad_beg: int = 0
     pad_end: int = 0
     align_corners: bool = True
+    tf1: bool = False
+    """TensorFlow 1's resize_bilinear without align_corners (caffe-tensorflow nets): source = destination * in / out."""
 
 
 def interp_size(p: InterpParams, shapes: list[Shape]) -> tuple[int, int]:
@@ -145,7 +147,7 @@ class Interp(LayerSpec):
     def lower(self, p: InterpParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         crop = (-p.pad_beg, -p.pad_end)
         if len(shapes) == 2 and crop == (0, 0):
-            return ModuleOp(caffe_ops.ResizeLike, (), {} if p.align_corners else {"align_corners": False})
+            return ModuleOp(caffe_ops.ResizeLike, (), {"tf1": True} if p.tf1 else {} if p.align_corners else {"align_corners": False})
         kwargs: dict[str, object] = {}
         if len(shapes) == 2:  # cropped, then resized to the second bottom's size
             kwargs["height"], kwargs["width"] = shapes[1][2], shapes[1][3]
@@ -157,4 +159,6 @@ class Interp(LayerSpec):
             kwargs["crop"] = crop
         if not p.align_corners:
             kwargs["align_corners"] = False
+        if p.tf1:
+            kwargs["tf1"] = True
         return ModuleOp(caffe_ops.Interp, (), kwargs, call=(In(0),))
