@@ -29,7 +29,7 @@ def load_net(net: Net | str | Path, inputs: InputShapes | None = None, **kwargs:
     if path.suffix == ".py" or kwargs.get("format") == "dsl":
         from .dsl import load_dsl
 
-        allowed = ("dialect", "defines", "class_name", "unknown_inputs")
+        allowed = ("dialect", "defines", "class_name", "unknown_inputs", "base")
         return load_dsl(path, inputs=inputs, **{k: v for k, v in kwargs.items() if k in allowed})  # type: ignore[arg-type]
     return load_prototxt(path, inputs=inputs, **{k: v for k, v in kwargs.items() if k != "format"})  # type: ignore[arg-type]
 

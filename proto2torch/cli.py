@@ -61,6 +61,10 @@ def _net_options(p: argparse.ArgumentParser, positional: bool = True) -> None:
 
     p.add_argument("--dialect", default=None, choices=sorted(DIALECTS), help=f"caffe-tensorflow DSL dialect ({', '.join(DIALECTS)}; default: detected from the file)")
     p.add_argument("--class", dest="class_name", default=None, metavar="NAME", help="the model class of a caffe-tensorflow file that defines several (default: the first)")
+    p.add_argument(
+        "--base", action="append", default=[], metavar="network.py",
+        help="a caffe-tensorflow base-class file (the repository's network.py), read as data: its class constants and __init__ values count (repeatable)",
+    )
     _plugin_option(p)
 
 
@@ -99,6 +103,8 @@ def _load(args: argparse.Namespace, unknown_inputs: bool = False):  # noqa: ANN2
             kwargs["class_name"] = args.class_name
         if unknown_inputs:
             kwargs["unknown_inputs"] = True
+        if args.base:
+            kwargs["base"] = args.base
         if args.define:
             kwargs["defines"] = dict(args.define)
     else:

@@ -358,3 +358,37 @@ def test_tf_pose_slim_layers_compute_what_tensorflow_does(tmp_path) -> None:
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
     with pytest.raises(DSLError, match=r"normalize_vgg\(\) is not part of the ethereon DSL"):  # tf-pose's methods belong to its dialect
         net_from_dsl(TFPOSE_STYLE, "tiny_pose.py", inputs={"image": (1, 3, 17, 16)}, dialect="ethereon")
+
+
+def test_base_file_supplies_what_its_init_passes_to_setup(tmp_path) -> None:
+    """CIHP_PGN-style, with the base class in its own network.py: --base reads it (as data) so that
+    setup's arguments take the values its __init__ passes, and its class constants count."""
+    from proto2torch.dsl import load_dsl
+
+    base = tmp_path / "network.py"
+    base.write_text('''
+import tensorflow as tf
+DEFAULT_PADDING = 'SAME'
+
+class Network(object):
+    WIDTH = 6
+
+    def __init__(self, inputs, trainable=True, is_training=False, n_classes=20, keep_prob=1):
+        self.inputs = inputs
+        self.setup(is_training, n_classes, keep_prob)
+''')
+    model = tmp_path / "model_pgn.py"
+    model.write_text('''
+from kaffe.tensorflow import network
+
+class PGN(network.Network):
+    def setup(self, is_training, n_classes, keep_prob):
+        (self.feed('data').conv(1, 1, self.WIDTH, 1, 1, name='c').conv(1, 1, n_classes, 1, 1, name='cls').dropout(keep_prob, name='drop'))
+''')
+    net = load_dsl(model, inputs={"data": (1, 3, 8, 8)}, base=[base])
+    assert net.node("c").params.num_output == 6 and net.node("cls").params.num_output == 20
+    with pytest.raises(DSLError, match=r"'self.WIDTH' is not set to a literal value"):
+        load_dsl(model, inputs={"data": (1, 3, 8, 8)})
+    assert main(["inspect", str(model), "--base", str(base), "--input", "data=1,3,8,8"]) == 0
+    with pytest.raises(DSLError, match="cannot read base file"):
+        load_dsl(model, inputs={"data": (1, 3, 8, 8)}, base=[tmp_path / "missing.py"])

@@ -760,15 +760,17 @@ def load_dsl(
     defines: Mapping[str, str] | None = None,
     class_name: str | None = None,
     unknown_inputs: bool = False,
+    base: Sequence[str | Path] | None = None,
 ) -> Net:
     """Read a caffe-tensorflow model file into a :class:`Net` (input shapes in NCHW; with
-    ``unknown_inputs``, inputs whose shape is not given stay unknown instead of an error)."""
+    ``unknown_inputs``, inputs whose shape is not given stay unknown instead of an error; ``base``:
+    the files of its base classes)."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DSLError(f"cannot read {path}: {exc.strerror}") from None
-    return net_from_dsl(data, str(path), inputs=inputs, dialect=dialect, defines=defines, class_name=class_name, unknown_inputs=unknown_inputs)
+    return net_from_dsl(data, str(path), inputs=inputs, dialect=dialect, defines=defines, class_name=class_name, unknown_inputs=unknown_inputs, base=base)
 
 
 @guarded("reading the caffe-tensorflow model")
@@ -781,7 +783,10 @@ def net_from_dsl(
     defines: Mapping[str, str] | None = None,
     class_name: str | None = None,
     unknown_inputs: bool = False,
+    base: Sequence[str | Path] | None = None,
 ) -> Net:
+    """A caffe-tensorflow model file's text as a :class:`Net`; ``base`` names the files of its base
+    classes (the repository's network.py), whose class constants and ``__init__`` then count."""
     module = parse_dsl_source(text, filename)
     cls, all_classes = _find_class(module, class_name)
     setup = _setup_of(cls)
@@ -789,7 +794,7 @@ def net_from_dsl(
     diagnostics: list[Diagnostic] = []
     if len(all_classes) > 1:
         diagnostics.append(Diagnostic(module.span(cls.pos), f"the file defines {', '.join(all_classes)}; reading {cls.name} (choose with --class)"))
-    env = _environment(module, cls, setup, defines or {})
+    env = _environment(module, cls, setup, defines or {}, _base_classes(base or ()))
     detected, why = detect_dialect(module, setup)
     declared = env.get("DSL_DIALECT")
     if isinstance(declared, str) and not dialect:
@@ -813,25 +818,39 @@ def net_from_dsl(
     return infer_shapes(net)
 
 
-def _lineage(module: Module, cls: ClassDef) -> list[ClassDef]:
-    """``cls`` and the base classes the same file defines, nearest first."""
-    classes = {c.name: c for c in module.body if isinstance(c, ClassDef)}
+def _lineage(module: Module, cls: ClassDef, base_classes: Sequence[ClassDef] = ()) -> list[ClassDef]:
+    """``cls`` and its base classes defined in the same file or in ``--base`` files, nearest first
+    (``network_base.BaseNetwork`` is found by its last name)."""
+    classes = {c.name: c for c in base_classes} | {c.name: c for c in module.body if isinstance(c, ClassDef)}
     out, todo = [], [cls]
     while todo:
         current = todo.pop(0)
         if current in out:
             continue
         out.append(current)
-        todo += [classes[b.id] for b in current.bases if isinstance(b, Name) and b.id in classes]
+        names = [b.id if isinstance(b, Name) else b.attr for b in current.bases if isinstance(b, (Name, Attr))]
+        todo += [classes[n] for n in names if n in classes]
     return out
 
 
-def _environment(module: Module, cls: ClassDef, setup: FuncDef, defines: Mapping[str, str]) -> dict[str, Any]:
+def _base_classes(paths: Sequence[str | Path]) -> list[ClassDef]:
+    """The classes of ``--base`` files (the repository's own network.py), read as data like the model file."""
+    out: list[ClassDef] = []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise DSLError(f"cannot read base file {path}: {exc.strerror}") from None
+        out += [c for c in parse_dsl_source(data, str(path)).body if isinstance(c, ClassDef)]
+    return out
+
+
+def _environment(module: Module, cls: ClassDef, setup: FuncDef, defines: Mapping[str, str], base_classes: Sequence[ClassDef] = ()) -> dict[str, Any]:
     """The names ``setup`` may use: module constants, class constants (``self.X`` too), ``self.X``
     set from literals in ``__init__``, and ``setup``'s parameters (their defaults, the values an
     ``__init__`` of the file passes them, or ``--define``)."""
     env: dict[str, Any] = {}
-    lineage = _lineage(module, cls)
+    lineage = _lineage(module, cls, base_classes)
     scopes = [module.body, *(c.body for c in reversed(lineage))]
     for scope in scopes:
         for stmt in scope:
@@ -861,7 +880,7 @@ def _environment(module: Module, cls: ClassDef, setup: FuncDef, defines: Mapping
         elif position in passed:
             env[name] = passed[position]
         else:
-            env[name] = Opaque(f"setup parameter '{name}' without a value (give --define {name}=VALUE)", setup.pos)
+            env[name] = Opaque(f"setup parameter '{name}' without a value (give --define {name}=VALUE, or --base with the file of the base class that passes it)", setup.pos)
     for name, text in defines.items():  # given values win over the file's, self.X and cfg.X included
         env[name] = _define(text)
     return env
