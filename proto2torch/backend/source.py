@@ -331,7 +331,10 @@ class _Emitter:
 def emit_source(net: Net, class_name: str | None = None, preprocess: Any = None) -> EmittedSource:
     """Source text and state dict for ``net`` (which must have shapes and weights); with a
     :class:`~proto2torch.data.preprocess.Preprocess`, the class also gets ``preprocess(image)``."""
+    from ..passes.fold_bn import merge_scale_into_batchnorm
+
     class_name = class_name or _camel(net.name)
+    net = merge_scale_into_batchnorm(net)  # BatchNorm + Scale as one affine nn.BatchNorm2d, as a hand port has it
     emitter = _Emitter(net, class_name, preprocess)
     code = emitter.emit()
     live = build_graph_module(net, emitter.names)
@@ -345,9 +348,10 @@ def emit_code(net: Net, class_name: str | None = None, preprocess: Any = None) -
     """The source text alone, for a net with or without weights (no module is built and no
     weights are filled): ``(class name, code)``, the code :func:`emit_source` writes."""
     from ..ir.weights import with_placeholders
+    from ..passes.fold_bn import merge_scale_into_batchnorm
 
     class_name = class_name or _camel(net.name)
-    return class_name, _Emitter(with_placeholders(net), class_name, preprocess).emit()
+    return class_name, _Emitter(merge_scale_into_batchnorm(with_placeholders(net)), class_name, preprocess).emit()
 
 
 def _origin(net: Net) -> str:

@@ -95,3 +95,35 @@ def _following_scale(net: Net, bn: Node, consumers: dict[str, list[Node]]) -> No
     if shape is None or scale.params.axis not in (1, 1 - len(shape)) or scale.params.num_axes != 1:
         return None
     return scale
+
+
+def merge_scale_into_batchnorm(net: Net) -> Net:
+    """For emitted source: each inference BatchNorm whose only reader is a per-channel Scale writing
+    the same blob in place becomes one affine BatchNorm (Caffe's scale and bias as its weight and
+    bias, NVIDIA Caffe's five-blob form), as a hand port writes ``nn.BatchNorm2d``.  No blob of the
+    net is lost (the value between the two was never any blob's final value); training-mode
+    BatchNorms and pairs whose middle blob is read or named apart stay two layers.  Not a surgery
+    pass: BVLC Caffe does not load the five-blob form."""
+    consumers = net.consumers()
+    merged: dict[str, Node] = {}
+    drop: set[str] = set()
+    rewire: dict[str, str] = {}
+    for bn in net.nodes:
+        p = bn.params
+        if bn.type != "BatchNorm" or p is None or p.trainable or p.scale_bias or not p.use_global_stats or len(bn.blobs) != 3:
+            continue
+        scale = _following_scale(net, bn, consumers)
+        if scale is None or net.values[scale.outputs[0]].blob != net.values[bn.outputs[0]].blob:
+            continue
+        channels = bn.blobs[0].size
+        gamma = scale.blobs[0].reshape(-1)
+        beta = scale.blobs[1].reshape(-1) if scale.params.bias_term and len(scale.blobs) > 1 else np.zeros(channels, np.float32)
+        if gamma.size != channels:
+            continue
+        merged[bn.name] = bn.replace(params=replace(p, scale_bias=True), blobs=(*bn.blobs, gamma, beta))
+        drop.add(scale.name)
+        rewire[scale.outputs[0]] = bn.outputs[0]
+    if not merged:
+        return net
+    nodes = [merged.get(n.name, n) for n in net.nodes]
+    return drop_nodes(net.replace(nodes=tuple(nodes)), drop, rewire)

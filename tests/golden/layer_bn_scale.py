@@ -60,8 +60,7 @@ def bias_by(x: Tensor, offset: Tensor, axis: int) -> Tensor:
 class BnScale(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm2d(5, affine=False, momentum=0.001)
-        self.bn_scale = Scale([5], bias=True)
+        self.bn = nn.BatchNorm2d(5, momentum=0.001)
         self.bn_eps = nn.BatchNorm2d(5, eps=0.001, affine=False, momentum=0.001)
         self.sc_nobias = Scale([5])
         self.sc_axis2 = Scale([4, 3], axis=2, bias=True)
@@ -72,7 +71,6 @@ class BnScale(nn.Module):
 
     def forward(self, data: Tensor) -> Dict[str, Tensor]:
         bn = self.bn(data)
-        bn = self.bn_scale(bn)
         bn_eps = self.bn_eps(data)
         sc_nobias = self.sc_nobias(data)
         sc_axis2 = self.sc_axis2(data)
