@@ -33,6 +33,16 @@ def median_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -
     return statistics.median(times)
 
 
+CASE_OF = {
+    "resnet50": "net_resnet50",
+    "vgg16": "net_vgg16_v1",
+    "googlenet": "net_googlenet",
+    "squeezenet11": "net_squeezenet11",
+    "mobilenet_v2": "net_mobilenet_v2",
+}
+"""Benchmark models made from the conformance cases (their recipe weights regenerate bit-exactly)."""
+
+
 def model(name: str) -> tuple[Path, Path]:
     """(prototxt, caffemodel) of a benchmark model, written once into ``WORK``.
 
@@ -52,7 +62,7 @@ def model(name: str) -> tuple[Path, Path]:
             net = with_weights(load_net(prototxt), None)
             write_caffemodel(weights, ((n.name, n.type, n.blobs) for n in net.nodes if n.blobs), net_name=net.name)
         return prototxt, weights
-    case = Case.load(CASES / {"resnet50": "net_resnet50", "vgg16": "net_vgg16_v1"}[name])
+    case = Case.load(CASES / CASE_OF[name])
     if not weights.exists():
         case.write_caffemodel(weights)
     return case.prototxt, weights
