@@ -21,17 +21,29 @@ Weights = Union[str, Path, CaffeModel, Mapping[str, Sequence[np.ndarray]], None]
 InputShapes = Mapping[str, Sequence[int]]
 
 
-def load_net(net: Net | str | Path, inputs: InputShapes | None = None, **kwargs: object) -> Net:
-    """A net from a Net or a path (prototxt, or caffe-tensorflow DSL for ``.py``), reshaped to ``inputs``."""
+_DSL_OPTIONS = ("dialect", "defines", "class_name", "unknown_inputs", "base")
+_PROTOTXT_OPTIONS = ("phase", "stages", "level", "defines", "options")
+
+
+def load_net(net: Net | str | Path, inputs: InputShapes | None = None, *, format: str | None = None, **kwargs: object) -> Net:  # noqa: A002
+    """A net from a Net or a path (prototxt, or caffe-tensorflow DSL for ``.py`` or ``format="dsl"``),
+    reshaped to ``inputs``.  Options that apply to the other format are passed over, and options
+    given as None take their defaults, so a caller may pass every option it has (the CLI and
+    ``zoo`` do); a name neither format knows is a TypeError."""
+    unknown = set(kwargs) - set(_DSL_OPTIONS) - set(_PROTOTXT_OPTIONS)
+    if unknown:
+        raise TypeError(f"load_net() got unknown options {sorted(unknown)}")
     if isinstance(net, Net):
         return infer_shapes(net, inputs) if inputs else net
     path = Path(net)
-    if path.suffix == ".py" or kwargs.get("format") == "dsl":
+    is_dsl = format == "dsl" or (format is None and path.suffix == ".py")
+    wanted = _DSL_OPTIONS if is_dsl else _PROTOTXT_OPTIONS
+    given = {k: v for k, v in kwargs.items() if k in wanted and v is not None}
+    if is_dsl:
         from .dsl import load_dsl
 
-        allowed = ("dialect", "defines", "class_name", "unknown_inputs", "base")
-        return load_dsl(path, inputs=inputs, **{k: v for k, v in kwargs.items() if k in allowed})  # type: ignore[arg-type]
-    return load_prototxt(path, inputs=inputs, **{k: v for k, v in kwargs.items() if k != "format"})  # type: ignore[arg-type]
+        return load_dsl(path, inputs=inputs, **given)  # type: ignore[arg-type]
+    return load_prototxt(path, inputs=inputs, **given)  # type: ignore[arg-type]
 
 
 def with_weights(net: Net, weights: Weights = None, *, allow_missing: bool = False) -> Net:

@@ -92,28 +92,21 @@ def _load(args: argparse.Namespace, unknown_inputs: bool = False):  # noqa: ANN2
     from .api import load_net
 
     _load_plugins(args)
-    kwargs: dict[str, object] = {}
-    path = Path(args.net)
-    is_dsl = args.format == "dsl" or (args.format is None and path.suffix == ".py")
-    if is_dsl:
-        kwargs["format"] = "dsl"
-        if args.dialect:
-            kwargs["dialect"] = args.dialect
-        if args.class_name:
-            kwargs["class_name"] = args.class_name
-        if unknown_inputs:
-            kwargs["unknown_inputs"] = True
-        if args.base:
-            kwargs["base"] = args.base
-        if args.define:
-            kwargs["defines"] = dict(args.define)
-    else:
-        kwargs.update(phase=args.phase, stages=args.stage, level=args.level)
-        if args.define:
-            kwargs["defines"] = dict(args.define)
-        if args.semantics:
-            kwargs["options"] = dict(args.semantics)
-    return load_net(path, dict(args.input) or None, **kwargs)
+    return load_net(Path(args.net), dict(args.input) or None, format=args.format, unknown_inputs=unknown_inputs, **_load_options(args))
+
+
+def _load_options(args: argparse.Namespace) -> dict[str, object]:
+    """Every loading option of the command line; ``load_net`` uses those that apply to the file's format."""
+    return {
+        "phase": args.phase,
+        "stages": args.stage,
+        "level": args.level,
+        "defines": dict(args.define) or None,
+        "options": dict(args.semantics) or None,
+        "dialect": args.dialect,
+        "class_name": args.class_name,
+        "base": args.base or None,
+    }
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -395,12 +388,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     options = ZooOptions(
         inputs=tuple(args.input),
-        phase=args.phase,
-        stages=tuple(args.stage) if args.stage else None,
-        level=args.level,
-        defines=tuple(args.define),
-        semantics=tuple(args.semantics),
-        dialect=args.dialect,
+        load=tuple(_load_options(args).items()),
         weights_format=args.weights_format,
         rtol=args.rtol,
         plugins=tuple(str(Path(p).resolve()) if Path(p).suffix == ".py" else p for p in args.plugin),

@@ -62,12 +62,9 @@ class ZooOptions:
     """What applies to every net: loading options, the weights format, verification tolerance, plugins."""
 
     inputs: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    phase: str = "TEST"
-    stages: tuple[str, ...] | None = None
-    level: int | None = None
-    defines: tuple[tuple[str, str], ...] = ()
-    semantics: tuple[tuple[str, str], ...] = ()
-    dialect: str | None = None
+    load: tuple[tuple[str, Any], ...] = ()
+    """``load_net``'s options (phase, stages, level, defines, options, dialect, class_name, base): each
+    net takes those that apply to its format."""
     weights_format: str = "safetensors"
     rtol: float = 1e-4
     plugins: tuple[str, ...] = ()
@@ -194,17 +191,7 @@ def _convert(job: ZooJob, root: Path, out: Path, options: ZooOptions, result: Ne
         inputs = {k[len("input:") :]: tuple(v.shape) for k, v in reference.items() if k.startswith("input:")} | inputs
     elif job.reference:
         result.note = "a reference lies beside the net but no weights: not verified"
-    kwargs: dict[str, Any] = {"format": job.format}
-    if job.format == "dsl":
-        if options.dialect:
-            kwargs["dialect"] = options.dialect
-    else:
-        kwargs.update(phase=options.phase, stages=list(options.stages) if options.stages else None, level=options.level)
-        if options.defines:
-            kwargs["defines"] = dict(options.defines)
-        if options.semantics:
-            kwargs["options"] = dict(options.semantics)
-    net = load_net(path, inputs or None, **kwargs)
+    net = load_net(path, inputs or None, format=job.format, **dict(options.load))
     result.name = net.name
     result.layers = sum(1 for n in net.nodes if not n.is_input)
     problems = net.unsupported()

@@ -170,10 +170,15 @@ def test_zoo_options_apply_to_every_net(tmp_path) -> None:
     (root / "a").mkdir(parents=True)
     (root / "a" / "net.prototxt").write_text((_tree(tmp_path / "t") / "shapeless" / "net.prototxt").read_text())
     shutil.copy(DATA / "dsl" / "ethereon_vgg16.py", root / "a")
+    (root / "b").mkdir()  # a DSL file whose setup needs a --define, as prototxt templates do
+    (root / "b" / "head.py").write_text(
+        "class Head(Network):\n    def setup(self, n):\n        (self.feed('data').conv(1, 1, n, 1, 1, name='cls'))\n"
+    )
     out = tmp_path / "out"
-    assert main(["zoo", str(root), "-o", str(out), "--jobs", "1", "--input", "data=1,3,32,32"]) == 0
+    assert main(["zoo", str(root), "-o", str(out), "--jobs", "1", "--input", "data=1,3,32,32", "--define", "n=4"]) == 0
     data = json.loads((out / "zoo.json").read_text())
-    assert {n["status"] for n in data["nets"]} == {"converted"}
+    assert {n["status"] for n in data["nets"]} == {"converted"} and len(data["nets"]) == 3
+    assert "nn.Conv2d(3, 4, " in (out / "b" / "head.py").read_text()
 
 
 _KILLER = '''
