@@ -125,19 +125,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import load_reference, verify_files
+    from .verify import load_reference, prepare_for_reference, runner, verify_net
 
     reference = load_reference(args.reference)
     if not args.input:
         args.input = [(k[len("input:") :], tuple(v.shape)) for k, v in reference.items() if k.startswith("input:")]
-    net = _load(args)
-    report = verify_files(net, args.weights, reference, backend=args.backend, rtol=args.rtol, strict=args.strict)
+    net = prepare_for_reference(_load(args), args.weights, reference)
+    report = verify_net(net, reference, runner(net, args.backend), rtol=args.rtol, strict=args.strict)
     print(report.to_json() if args.json else report.table())
     if not args.optimize:
         return 0 if report.passed else 1
     from .verify import verify_optimized
 
-    fast, errors = verify_optimized(net, args.weights, reference, rtol=args.rtol)
+    fast, errors = verify_optimized(net, reference, rtol=args.rtol)
     print(f"\nproto2torch.optimize on the reference inputs:\n{fast.table()}")
     bad = [(blob, e) for blob, e in errors if not e <= 1]
     for blob, e in errors:

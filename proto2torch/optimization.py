@@ -172,14 +172,12 @@ def _flat(out: object) -> list[torch.Tensor]:
 
 
 def _difference(want: list[torch.Tensor], got: list[torch.Tensor], rtol: float) -> float | None:
+    """The worst output's difference as a multiple of verify's tolerance; None when the shapes differ."""
+    from .verify import error_ratio
+
     if len(want) != len(got) or any(a.shape != b.shape for a, b in zip(want, got)):
         return None
-    worst = 0.0
-    for a, b in zip(want, got):
-        if a.numel():
-            tolerance = rtol * max(1.0, float(a.abs().max()))
-            worst = max(worst, float((a.double() - b.double()).abs().max()) / tolerance)
-    return worst
+    return max((error_ratio(a.detach().cpu().numpy(), b.detach().cpu().numpy(), rtol) for a, b in zip(want, got)), default=0.0)
 
 
 def _median_time(fn: Callable, inputs: tuple[torch.Tensor, ...], budget_s: float) -> float:

@@ -140,10 +140,10 @@ def load_reference(path: str | Path) -> dict[str, np.ndarray]:
         raise Proto2TorchError(f"cannot read reference {path}: {exc}") from None
 
 
-def verify_files(net: Net, weights: Any, reference: dict[str, np.ndarray], *, backend: str = "live", rtol: float = 1e-4, strict: bool = False) -> Report:
-    """What ``proto2torch verify`` does once the net is loaded: inputs the reference lacks are
-    fed from the net's data layers (their first batch, as Caffe's run read it), the weights
-    attached, the net run by the live module or the emitted source, every blob compared."""
+def prepare_for_reference(net: Net, weights: Any, reference: dict[str, np.ndarray]) -> Net:
+    """``net`` ready to run on ``reference``: inputs the reference lacks are fed from the net's data
+    layers (their first batch, as Caffe's run read it, added to ``reference``), the weights attached,
+    and a missing input is an error before anything runs."""
     from .api import with_weights
 
     fed = data_layer_inputs(net, reference)
@@ -153,18 +153,24 @@ def verify_files(net: Net, weights: Any, reference: dict[str, np.ndarray], *, ba
         reference.update({f"input:{k}": v for k, v in fed.items()})
         net = infer_shapes(net, {k: v.shape for k, v in fed.items()})
     net = with_weights(net, weights)
-    reference_inputs(net, reference)  # fail early when an input is missing
+    reference_inputs(net, reference)
+    return net
+
+
+def verify_files(net: Net, weights: Any, reference: dict[str, np.ndarray], *, backend: str = "live", rtol: float = 1e-4, strict: bool = False) -> Report:
+    """What ``proto2torch verify`` does once the net is loaded: :func:`prepare_for_reference`, then
+    the net run by the live module or the emitted source and every blob compared."""
+    net = prepare_for_reference(net, weights, reference)
     return verify_net(net, reference, runner(net, backend), rtol=rtol, strict=strict)
 
 
-def verify_optimized(net: Net, weights: Any, reference: dict[str, np.ndarray], *, rtol: float = 1e-4) -> tuple[Any, list[tuple[str, float]]]:
-    """``proto2torch.optimize`` the live module on the reference's inputs, then compare the net's
-    outputs with the reference: the chosen module and (blob, worst difference / tolerance) per output."""
-    from .api import with_weights
+def verify_optimized(net: Net, reference: Mapping[str, np.ndarray], *, rtol: float = 1e-4) -> tuple[Any, list[tuple[str, float]]]:
+    """``proto2torch.optimize`` the live module of ``net`` (prepared: :func:`prepare_for_reference`) on
+    the reference's inputs, then compare the net's outputs with the reference: the chosen module and
+    (blob, worst difference / tolerance) per output."""
     from .backend.live import build_graph_module
     from .optimization import optimize
 
-    net = with_weights(net, weights)
     inputs = reference_inputs(net, reference)
     args = [torch.from_numpy(inputs[net.values[v].blob]) for v in net.inputs]
     fast = optimize(build_graph_module(net), *args, rtol=rtol)
@@ -177,7 +183,7 @@ def verify_optimized(net: Net, weights: Any, reference: dict[str, np.ndarray], *
         if blob in reference and blob in got:
             want = np.asarray(reference[blob], np.float64)
             mine = got[blob].detach().numpy().reshape(want.shape)
-            errors.append((blob, float(np.abs(mine - want).max()) / (rtol * max(1.0, float(np.abs(want).max())))))
+            errors.append((blob, error_ratio(want, mine, rtol)))
     return fast, errors
 
 
@@ -272,6 +278,15 @@ def verify_net(
                 _judge(net, writers, {**(support or {}), **reference}, result, tol)
         report.blobs.append(result)
     return report
+
+
+def error_ratio(want: Any, got: Any, rtol: float) -> float:
+    """``max|got - want|`` as a multiple of the tolerance :func:`verify_net` allows a blob,
+    ``rtol * max(1, max|want|)`` (≤ 1 passes; 0 for an empty blob)."""
+    want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
+    if not want.size:
+        return 0.0
+    return float(np.abs(got - want).max()) / (rtol * max(1.0, float(np.abs(want).max())))
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import Proto2TorchError
 from ..ir.graph import Net
+from ..verify import error_ratio
 from . import Pass, PassResult, run_passes
 
 
@@ -94,7 +95,8 @@ def _check(p: Pass, before: Net, result: PassResult, inputs: dict[str, np.ndarra
         return CheckResult(spec, kind, None, f"the net does not run on a seeded input ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
     jumps = (_jumps(before), _jumps(after)) if kind == "shift" else None
     compared, worst = 0, 0.0
-    for blob, writer in _blob_order(after):
+    order = _blob_order(after)
+    for blob, writer in order:
         if blob in result.redefined or blob in result.means:
             continue
         old = result.renamed.get(blob, blob)
@@ -117,7 +119,7 @@ def _check(p: Pass, before: Net, result: PassResult, inputs: dict[str, np.ndarra
     for blob, source in result.means.items():
         got = b[blob].reshape(*b[blob].shape[:2], -1).mean(-1)
         error = _error(a[source], got, rtol)
-        writer = dict(_blob_order(after)).get(blob, blob)
+        writer = dict(order).get(blob, blob)
         if error is None or error > 1:
             shown = "a different shape" if error is None else f"{error:.3g}x the tolerance off"
             return CheckResult(spec, kind, False, f"layer '{writer}': the mean of '{blob}' over its map is {shown} from '{source}' before", writer, blob, compared, worst)
@@ -156,10 +158,7 @@ def _error(want: np.ndarray, got: np.ndarray, rtol: float) -> float | None:
         if tuple(d for d in got.shape if d != 1) != tuple(d for d in want.shape if d != 1):
             return None
         got = got.reshape(want.shape)
-    if not want.size:
-        return 0.0
-    tolerance = rtol * max(1.0, float(np.abs(want).max()))
-    return float(np.abs(got.astype(np.float64) - want).max()) / tolerance
+    return error_ratio(want, got, rtol)
 
 
 def _jumps(net: Net) -> dict[str, tuple[Fraction, Fraction]]:
