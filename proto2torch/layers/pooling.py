@@ -47,6 +47,14 @@ class PoolParams:
         return self.kernel is None
 
 
+def covers_whole_input(p: PoolParams, shape: Shape | None) -> bool:
+    """An unpadded window as large as its (4-d) input: global pooling in all but name."""
+    return (
+        shape is not None and len(shape) == 4 and p.kernel is not None
+        and tuple(p.kernel) == tuple(shape[2:]) and tuple(p.pad) == (0, 0) and not p.tf_same
+    )  # fmt: skip
+
+
 def _pair(values: tuple[int, ...]) -> tuple[int, int]:
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 

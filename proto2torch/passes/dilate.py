@@ -28,6 +28,7 @@ from ..errors import PassError
 from ..ir.edit import downstream_blobs
 from ..ir.graph import Net
 from ..ir.shapes import infer_shapes
+from ..layers.pooling import covers_whole_input
 from . import Pass, PassResult, register_pass
 
 
@@ -79,7 +80,7 @@ class Dilate(Pass):
                 else:
                     s_out = s_in * layer_stride
                 grow = m_in * (layer_stride if "stride" in changes and self.policy == "deeplab" else 1)
-                if not is_conv and grow > 1 and _covers_input(net, node):
+                if not is_conv and grow > 1 and covers_whole_input(params, net.values[node.inputs[0]].shape):
                     changes.update(kernel=None, stride=(1, 1))
                     log.append(f"{node.name}: its {list(kernel)} window covered its whole input: now global pooling over the dilated map (as DRN classifies; not shift-exact by design)")
                     redefined |= set(node.outputs)
@@ -123,13 +124,6 @@ class Dilate(Pass):
         pads = tuple(q * grow for q in source.params.pads)
         nodes[position[source.name]] = source.replace(params=dataclasses.replace(source.params, pads=pads))
         log.append(f"{source.name}: padding {list(source.params.pads)} -> {list(pads)} (feeds {node.name})")
-
-
-def _covers_input(net: Net, node) -> bool:  # noqa: ANN001
-    """An unpadded pooling window as large as its (4-d) input: global pooling in all but name."""
-    shape = net.values[node.inputs[0]].shape
-    p = node.params
-    return shape is not None and len(shape) == 4 and tuple(p.kernel) == tuple(shape[2:]) and tuple(p.pad) == (0, 0) and not p.tf_same
 
 
 def _compact(values: tuple[int, ...]) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ from ..ir.edit import downstream_blobs, drop_nodes
 from ..ir.graph import Net, Node
 from ..ir.shapes import infer_shapes
 from ..layers.conv import ConvParams
+from ..layers.pooling import covers_whole_input
 from ..layers.registry import canonical_axis
 from ..prototxt.lower import append_layers
 from ..prototxt.textformat import format_scalar as quote
@@ -124,9 +125,4 @@ def _is_global_average(net: Net, node: Node) -> bool:
     if node.type != "Pooling" or node.params is None or node.params.method != "AVE" or len(node.outputs) != 1:
         return False
     shape = net.values[node.inputs[0]].shape
-    if shape is None or len(shape) != 4:
-        return False
-    p = node.params
-    if p.is_global:
-        return True
-    return tuple(p.kernel) == tuple(shape[2:]) and tuple(p.pad) == (0, 0) and not p.tf_same
+    return shape is not None and len(shape) == 4 and (node.params.is_global or covers_whole_input(node.params, shape))
