@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import PassError
 from ..ir.edit import rename_blob, replace_node
-from ..ir.graph import Net
+from ..ir.graph import Net, Node
 from ..layers.conv import ConvParams
 from ..layers.registry import canonical_axis
 from . import Pass, PassResult, register_pass
@@ -59,11 +59,7 @@ class FcToConv(Pass):
                 log.append(f"{name}: left as InnerProduct (its weights are normalised per forward pass)")
                 continue
             channels, height, width = shape[1], shape[2], shape[3]
-            blobs = node.blobs
-            if blobs:
-                weight = blobs[0].T if p.transpose else blobs[0]
-                weight = np.ascontiguousarray(weight).reshape(p.num_output, channels, height, width)
-                blobs = (weight, *blobs[1:])
+            blobs = conv_blobs(node, channels, height, width)
             kernel = (height,) if height == width else (height, width)
             params = ConvParams(num_output=p.num_output, kernel=kernel, bias_term=p.bias_term)
             msg = node.msg.copy().remove("inner_product_param") if node.msg is not None else None
@@ -78,3 +74,13 @@ class FcToConv(Pass):
                 + (" (weights transposed)" if p.transpose else "")
             )
         return PassResult(net, log, renamed=renamed)
+
+
+def conv_blobs(node: Node, channels: int, height: int, width: int) -> tuple[np.ndarray, ...]:
+    """An InnerProduct's blobs as a Convolution's: the weight (transposed first for ``transpose``)
+    as (num_output, C, H, W), which keeps every number in place (Caffe flattens C·H·W)."""
+    if not node.blobs:
+        return node.blobs
+    p = node.params
+    weight = node.blobs[0].T if p.transpose else node.blobs[0]
+    return (np.ascontiguousarray(weight).reshape(p.num_output, channels, height, width), *node.blobs[1:])

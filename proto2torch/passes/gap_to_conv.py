@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import PassError
 from ..ir.edit import downstream_blobs, drop_nodes
 from ..ir.graph import Net, Node
@@ -29,6 +27,7 @@ from ..layers.registry import canonical_axis
 from ..prototxt.lower import append_layers
 from ..prototxt.textformat import format_scalar as quote
 from . import Pass, PassResult, register_pass
+from .fc_to_conv import conv_blobs
 
 _PASS_THROUGH = ("Flatten", "Dropout")
 """Layers between the pooling and the classifier that change nothing a 1×1 convolution needs (Dropout: the TEST phase)."""
@@ -68,10 +67,7 @@ class GapToConv(Pass):
         features = pool.inputs[0]
         n, c, h, w = net.values[features].shape  # type: ignore[misc]
         p = ip.params
-        blobs = ip.blobs
-        if blobs:
-            weight = blobs[0].T if p.transpose else blobs[0]
-            blobs = (np.ascontiguousarray(weight).reshape(p.num_output, c, 1, 1), *blobs[1:])
+        blobs = conv_blobs(ip, c, 1, 1)
         params = ConvParams(num_output=p.num_output, kernel=(1,), bias_term=p.bias_term)
         top = net.values[ip.outputs[0]].blob
         feature_blob = net.values[features].blob
