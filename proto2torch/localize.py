@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -131,12 +132,8 @@ def placement(net, blob: str) -> tuple[tuple[float, float], tuple[float, float]]
     row = next((r for r in reversed(layer_rows(net)) if blob in r.tops), None)
     if row is None or row.stride is None or row.offset is None:
         raise Proto2TorchError(f"where the pixels of blob '{blob}' fall on the input is not known (a global pooling, a fully connected layer or a size-dependent padding before it)")
-    return (_number(row.stride[0]), _number(row.stride[1])), (_number(row.offset[0]), _number(row.offset[1]))
-
-
-def _number(text: str) -> float:
-    top, _, bottom = text.partition("/")
-    return float(top) / float(bottom or 1)
+    number = lambda text: float(Fraction(text))  # noqa: E731  (the table's '8', '-19', '7.5', '1/3')
+    return (number(row.stride[0]), number(row.stride[1])), (number(row.offset[0]), number(row.offset[1]))
 
 
 def localize_net(net, inputs: dict[str, np.ndarray], threshold: float, *, blob: str | None = None, best_only: bool = True, connectivity: int = 8) -> tuple[str, list[list[Box]]]:  # noqa: ANN001
