@@ -154,16 +154,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     has_weights = args.weights is not None
     out = Path(args.output)
     if args.to == "torch" and not has_weights:  # the code alone: no weights are made up, none written
-        from .backend.names import identifier
-        from .backend.source import emit_code
-        from .caffemodel.writer import atomic_open
+        from .backend.source import write_code
         from .ir.weights import parameter_count
 
-        class_name, code = emit_code(net, preprocess=_preprocess(args, net))
-        out.mkdir(parents=True, exist_ok=True)
-        py = out / f"{args.name or identifier(net.name)}.py"
-        with atomic_open(py) as f:
-            f.write(code.encode())
+        py, class_name = write_code(net, out, args.name, _preprocess(args, net))
         print(f"{net.name}: {len(net.nodes)} layers, {parameter_count(net) or 0:,} parameters")
         print(f"  wrote {py} (class {class_name})")
         print("  no --weights given: the class is written without a state_dict")

@@ -210,14 +210,9 @@ def _convert(job: ZooJob, root: Path, out: Path, options: ZooOptions, result: Ne
         py, weights, _ = write_source(net, folder, stem, weights_format=options.weights_format)
         result.outputs = [_rel(py, out), _rel(weights, out)]
     else:
-        from .backend.source import emit_code
-        from .caffemodel.writer import atomic_open
+        from .backend.source import write_code
 
-        _, code = emit_code(net)
-        folder.mkdir(parents=True, exist_ok=True)
-        py = folder / f"{stem}.py"
-        with atomic_open(py) as f:
-            f.write(code.encode())
+        py, _ = write_code(net, folder, stem)
         result.outputs = [_rel(py, out)]
     result.status = "converted"
     if reference is not None:

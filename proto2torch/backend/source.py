@@ -388,6 +388,17 @@ def write_source(net: Net, out_dir: str | Path, stem: str | None = None, preproc
     return py, weights, emitted
 
 
+def write_code(net: Net, out_dir: str | Path, stem: str | None = None, preprocess: Any = None) -> tuple[Path, str]:
+    """Write ``<stem>.py`` alone, for a net without weights (:func:`emit_code`): the file and its class name."""
+    class_name, code = emit_code(net, preprocess=preprocess)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    py = out / f"{stem or identifier(net.name)}.py"
+    with atomic_open(py) as f:
+        f.write(code.encode())
+    return py, class_name
+
+
 def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
     """A state_dict as ``.safetensors`` or ``.pth`` (by suffix), complete or not at all."""
     path = Path(path)

@@ -667,12 +667,6 @@ def _find_class(module: Module, class_name: str | None) -> tuple[ClassDef, list[
     return classes[0], names
 
 
-def model_classes(path: str | Path) -> list[str]:
-    """The model classes a caffe-tensorflow file defines, in order."""
-    module = parse_dsl_source(Path(path).read_bytes(), str(path))
-    return _find_class(module, None)[1]
-
-
 def _setup_of(cls: ClassDef) -> FuncDef | None:
     return next((m for m in cls.body if isinstance(m, FuncDef) and m.name == "setup"), None)
 
