@@ -387,7 +387,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         rtol=args.rtol,
         plugins=tuple(str(Path(p).resolve()) if Path(p).suffix == ".py" else p for p in args.plugin),
     )
-    total = len(find_nets(args.folder))
+    nets = find_nets(args.folder)
+    total = len(nets)
     if not total:
         raise Proto2TorchError(f"zoo: no nets (.prototxt, prototxt .pt, caffe-tensorflow .py) under {args.folder}")
     with Progress("converting", total, unit="net") as bar:
@@ -398,7 +399,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             count += 1
             bar.update(count)
 
-        results = run_zoo(args.folder, args.output, options, jobs=args.jobs, on_result=tick)
+        results = run_zoo(args.folder, args.output, options, jobs=args.jobs, on_result=tick, nets=nets)
     print(table(results))
     json_path, html_path = write_reports(results, args.folder, args.output)
     print(f"wrote {json_path} and {html_path}")

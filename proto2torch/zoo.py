@@ -266,10 +266,12 @@ def run_zoo(
     options: ZooOptions | None = None,
     jobs: int | None = None,
     on_result: Callable[[NetResult], None] | None = None,
+    nets: Sequence[ZooJob] | None = None,
 ) -> list[NetResult]:
-    """Convert every net under ``root`` into ``out`` with ``jobs`` worker processes (default: one per core)."""
+    """Convert every net under ``root`` (or the ``nets`` :func:`find_nets` gave) into ``out`` with
+    ``jobs`` worker processes (default: one per core)."""
     options = options or ZooOptions()
-    todo = find_nets(root)
+    todo = list(nets) if nets is not None else find_nets(root)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
