@@ -130,7 +130,9 @@ def placement(net, blob: str) -> tuple[tuple[float, float], tuple[float, float]]
     from .summary import layer_rows
 
     row = next((r for r in reversed(layer_rows(net)) if blob in r.tops), None)
-    if row is None or row.stride is None or row.offset is None:
+    if row is None:
+        raise Proto2TorchError(f"the net has no blob named '{blob}'")
+    if row.stride is None or row.offset is None:
         raise Proto2TorchError(f"where the pixels of blob '{blob}' fall on the input is not known (a global pooling, a fully connected layer or a size-dependent padding before it)")
     number = lambda text: float(Fraction(text))  # noqa: E731  (the table's '8', '-19', '7.5', '1/3')
     return (number(row.stride[0]), number(row.stride[1])), (number(row.offset[0]), number(row.offset[1]))
@@ -146,7 +148,7 @@ def localize_net(net, inputs: dict[str, np.ndarray], threshold: float, *, blob: 
     if blob is None:
         blob = next((net.values[v].blob for v in net.outputs if net.values[v].shape is not None and len(net.values[v].shape) == 4), None)
         if blob is None:
-            raise Proto2TorchError("the net has no 4-d output to localise on: name the score map with blob=")
+            raise Proto2TorchError("the net has no 4-d output to localise on: name the score map (--blob NAME; blob= in Python)")
     jump, offset = placement(net, blob)
     with torch.no_grad():
         values = run_blobs(build_graph_module(net), **{k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in inputs.items()})

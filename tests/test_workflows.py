@@ -127,6 +127,9 @@ def test_cli_localize_on_a_drn_class_map(resnet50, tmp_path, capsys) -> None:
     region = cam[top["label"], y0 : y1 + 1, x0 : x1 + 1]
     assert np.isclose(region.max(), top["score"], rtol=1e-5) and top["score"] == pytest.approx(float(cam.max()), rel=1e-5)
     assert all(0 <= v <= 224 for b in boxes for v in b["box"])
+    capsys.readouterr()
+    assert main([*args, "--blob", "fc9999", "--threshold", "5"]) == 2
+    assert "error: the net has no blob named 'fc9999'" in capsys.readouterr().err
 
 
 # --- surgery --check --------------------------------------------------------------------------
