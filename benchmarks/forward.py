@@ -1,17 +1,23 @@
-"""Forward speed of a converted ResNet-50 against a hand-written PyTorch ResNet-50.
+"""Forward speed of five converted nets, every proto2torch path against OpenCV's dnn, in one run.
 
-    python benchmarks/forward.py [--threads 2] [--repeat 20]
+    OPENCV_PY=/tmp/cv4 python benchmarks/forward.py [--nets resnet50,googlenet,...] [--batches 1,8,32] [--threads 2]
 
-The converted net is the conformance case's ResNet-50 (Kaiming He's deploy file) with its
-recipe weights, at 1x3x224x224.  Baseline: a hand-written eager PyTorch ResNet-50 with the
-same layers (convolutions, batch norm, its separate scale, ReLU, pooling, fc, softmax); also
-shown: the idiomatic port whose BatchNorm2d carries the scale.
-Compared: the live torch.fx module, the emitted standalone source, both after the
-``fold-bn`` pass and in channels_last memory format, and that frozen and optimised by
-TorchScript, and ``proto2torch.optimize`` (the fastest measured path, its compile time shown);
-OpenCV's dnn module (4.x: set ``OPENCV_PY`` to an OpenCV 4 install, since OpenCV 5 has no Caffe importer) and Caffe itself
-when they are installed (``opencv-python-headless`` 4.x; pycaffe on PYTHONPATH or in
-``CAFFE_PY``).  Medians of ``--repeat`` forwards after warm-up, on ``--threads`` threads.
+The nets are the conformance cases' ResNet-50, GoogLeNet, SqueezeNet 1.1, MobileNet v2 and VGG-16
+with their recipe weights, at each batch size.  Per net and batch, in the same process:
+
+* the hand-written PyTorch port (ResNet-50: Caffe's layers, and the idiomatic affine BatchNorm2d);
+* the live torch.fx module and the emitted standalone source, as converted;
+* both after the ``fold-bn`` pass, in channels_last memory format, and that scripted, frozen and
+  optimised for inference by TorchScript;
+* ``proto2torch.optimize`` on the fold-bn net: the fastest candidate it measured, with its build
+  (compile) time;
+* OpenCV's dnn reading the same prototxt and caffemodel (in a subprocess; OpenCV 5 has no Caffe
+  importer, so ``OPENCV_PY`` points at an OpenCV 4 install), and Caffe when it is installed
+  (pycaffe on ``CAFFE_PY``).
+
+Times are medians after warm-up runs on ``--threads`` threads; ratios are OpenCV's time over each
+path's (above 1: faster than OpenCV).  The issue's goal is 1.5 at batch 1.  Build times are the
+seconds a path takes before its first forward (scripting, freezing, compiling, measuring).
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import median_seconds, model, table
+from _common import model, table
 from torch import Tensor, nn
 
 
@@ -157,62 +165,110 @@ def caffe_seconds(prototxt: Path, weights: Path, x: np.ndarray, threads: int, re
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
 
 
+def timed_seconds(fn: Callable[[], object], repeat: int, budget: float) -> float:
+    """Median of up to ``repeat`` calls after two warm-up calls, fewer (at least 3) where one call is
+    long, so that a row takes about ``budget`` seconds."""
+    import statistics
+
+    fn()
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(max(3, min(repeat, int(budget / max(first, 1e-6))))):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def frozen(module: nn.Module) -> nn.Module:
+    """Scripted, frozen and optimised for inference by TorchScript (oneDNN fusions), in channels_last."""
+    module = module.eval().to(memory_format=torch.channels_last)
+    return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(module)))
+
+
+def paths(name: str, net: object, folded: object, x: Tensor, work: Path) -> list[tuple[str, Callable[[], nn.Module], bool]]:
+    """(label, builder, channels_last input) of every path measured for one net."""
+    from proto2torch.backend.live import build_graph_module
+    from proto2torch.backend.source import load_emitted
+    from proto2torch.optimization import optimize
+
+    def optimized() -> nn.Module:
+        fast = optimize(build_graph_module(folded), x)
+        optimized.label = f"proto2torch.optimize, fold-bn (chose {fast.choice})"  # type: ignore[attr-defined]
+        return fast
+
+    hand = [
+        ("hand-written port, Caffe's layers", lambda: HandWrittenResNet50(separate_scale=True), False),
+        ("hand-written port, affine BatchNorm2d", lambda: HandWrittenResNet50(separate_scale=False), False),
+    ] if name == "resnet50" else []  # fmt: skip
+    return [
+        *hand,
+        ("live module", lambda: build_graph_module(net), False),
+        ("emitted source", lambda: load_emitted(net, work / "plain"), False),
+        ("live module, fold-bn", lambda: build_graph_module(folded), False),
+        ("live module, fold-bn, channels_last", lambda: build_graph_module(folded).to(memory_format=torch.channels_last), True),
+        ("emitted source, fold-bn, channels_last", lambda: load_emitted(folded, work / "folded").to(memory_format=torch.channels_last), True),
+        ("fold-bn, channels_last, TorchScript optimize_for_inference", lambda: frozen(build_graph_module(folded)), True),
+        ("proto2torch.optimize", optimized, False),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--nets", default="resnet50,googlenet,squeezenet11,mobilenet_v2,vgg16")
+    parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=15, help="forwards per row at most")
+    parser.add_argument("--budget", type=float, default=4.0, help="seconds per row, about (fewer forwards for slow rows, at least 3)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     from proto2torch.api import load_net, with_weights
-    from proto2torch.backend.live import build_graph_module
-    from proto2torch.backend.source import load_emitted
-    from proto2torch.optimization import optimize
     from proto2torch.passes import run_passes
 
-    prototxt, weights = model("resnet50")
-    net = with_weights(load_net(prototxt), weights)
-    folded = run_passes(net, ["fold-bn"]).net
-    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32))
     work = Path(tempfile.mkdtemp(prefix="proto2torch-forward-"))
-
-    def frozen(module: nn.Module) -> nn.Module:
-        """Scripted, frozen and optimised for inference by TorchScript (oneDNN fusions), in channels_last."""
-        module = module.eval().to(memory_format=torch.channels_last)
-        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(module)))
-
-    def timed(module: nn.Module, channels_last: bool = False) -> float:
-        module = module.eval()
-        inp = x
-        if channels_last:
-            module = module.to(memory_format=torch.channels_last)
-            inp = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            return median_seconds(lambda: module(inp), repeat=args.repeat, warmup=3)
-
-    base = timed(HandWrittenResNet50(separate_scale=True))
-    results = [
-        ("hand-written PyTorch ResNet-50, Caffe's layers (baseline)", base),
-        ("hand-written, affine BatchNorm2d (no separate Scale)", timed(HandWrittenResNet50(separate_scale=False))),
-        ("live module", timed(build_graph_module(net))),
-        ("emitted source", timed(load_emitted(net, work / "plain"))),
-        ("live module, fold-bn", timed(build_graph_module(folded))),
-        ("live module, fold-bn, channels_last", timed(build_graph_module(folded), channels_last=True)),
-        ("emitted source, fold-bn, channels_last", timed(load_emitted(folded, work / "folded"), channels_last=True)),
-        ("fold-bn, channels_last, TorchScript optimize_for_inference", timed(frozen(build_graph_module(folded)), channels_last=True)),
-    ]
-    fast = optimize(build_graph_module(folded), x)
-    built = next(c.build_s for c in fast.report if c.name == fast.choice)
-    results.append((f"proto2torch.optimize, fold-bn (chose {fast.choice}, built in {built:.1f} s)", timed(fast)))
-    others = [("OpenCV dnn", opencv_seconds(prototxt, weights, x.numpy(), args.threads, args.repeat))]
-    others.append(("Caffe (CPU)", caffe_seconds(prototxt, weights, x.numpy(), args.threads, args.repeat)))
-    rows = [("ResNet-50, 1x3x224x224", "median", "time / baseline")]
-    rows += [(name, f"{t * 1000:.1f} ms", f"{t / base:.3f}") for name, t in results]
-    best = min(t for _, t in results)
-    for name, t in others:
-        rows.append((name, "not available" if t is None else f"{t * 1000:.1f} ms", "" if t is None else f"{t / base:.3f} (the fastest conversion is {t / best:.2f}x faster)"))
-    print(f"{args.threads} threads, median of {args.repeat} forwards after 3 warm-up runs, torch {torch.__version__}")
-    print(table(rows))
+    summary = [("net", "batch", "OpenCV dnn", "Caffe", "fastest proto2torch path", "time", "build s", "OpenCV / fastest")]
+    print(f"{args.threads} threads, torch {torch.__version__}; medians after 2 warm-up forwards ({args.repeat} at most, 3 at least)")
+    for name in args.nets.split(","):
+        prototxt, weights = model(name)
+        for batch in (int(b) for b in args.batches.split(",")):
+            declared = load_net(prototxt)
+            data = declared.values[declared.inputs[0]]
+            shape = (batch, *data.shape[1:])
+            net = with_weights(load_net(prototxt, {data.blob: shape}), weights)
+            folded = run_passes(net, ["fold-bn"]).net
+            x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32))
+            results = []
+            for label, build, channels_last in paths(name, net, folded, x, work / f"{name}-{batch}"):
+                start = time.perf_counter()
+                module = build().eval()
+                built = time.perf_counter() - start
+                label = getattr(build, "label", label)
+                inp = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+                with torch.inference_mode():
+                    seconds = timed_seconds(lambda m=module, i=inp: m(i), args.repeat, args.budget)
+                results.append((label, seconds, built))
+                print(f"{name} {batch}: {label}: {seconds * 1000:.1f} ms (built in {built:.1f} s)", file=sys.stderr, flush=True)
+                del module
+            repeat = max(3, min(args.repeat, int(args.budget / min(t for _, t, _ in results))))
+            cv = opencv_seconds(prototxt, weights, x.numpy(), args.threads, repeat)
+            caffe = caffe_seconds(prototxt, weights, x.numpy(), args.threads, repeat)
+            rows = [(f"{name}, batch {batch}", "median", "build s", "OpenCV / this")]
+            for label, seconds, built in results:
+                rows.append((label, f"{seconds * 1000:.1f} ms", f"{built:.1f}", "" if cv is None else f"{cv / seconds:.2f}"))
+            for label, seconds in (("OpenCV dnn", cv), ("Caffe (CPU)", caffe)):
+                rows.append((label, "not available" if seconds is None else f"{seconds * 1000:.1f} ms", "", "" if None in (cv, seconds) else f"{cv / seconds:.2f}"))
+            print()
+            print(table(rows), flush=True)
+            best = min((r for r in results if not r[0].startswith("hand-written")), key=lambda r: r[1])
+            summary.append((
+                name, str(batch), "not available" if cv is None else f"{cv * 1000:.1f} ms", "not available" if caffe is None else f"{caffe * 1000:.1f} ms",
+                best[0], f"{best[1] * 1000:.1f} ms", f"{best[2]:.1f}", "" if cv is None else f"{cv / best[1]:.2f}",
+            ))  # fmt: skip
+    print()
+    print(table(summary))
 
 
 if __name__ == "__main__":

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
-from torch import fx
 
-from .backend.live import build_graph_module, run_blobs
 from .caffemodel.reader import CaffeModel, read_caffemodel
 from .ir.graph import Net
 from .ir.shapes import infer_shapes
 from .ir.weights import attach_weights, initialise
 from .prototxt.lower import load_prototxt
+
+if TYPE_CHECKING:  # torch is imported by the functions that build or run a module, not by reading nets
+    import torch
+    from torch import fx
 
 Weights = Union[str, Path, CaffeModel, Mapping[str, Sequence[np.ndarray]], None]
 InputShapes = Mapping[str, Sequence[int]]
@@ -71,6 +72,8 @@ def to_torch(net: Net | str | Path, weights: Weights = None, inputs: InputShapes
     returns the output blob (one output) or a dict of them.  :func:`run_blobs` gives
     every intermediate blob.
     """
+    from .backend.live import build_graph_module
+
     net = load_net(net, inputs)
     net = with_weights(net, weights)
     return build_graph_module(net)
@@ -78,8 +81,12 @@ def to_torch(net: Net | str | Path, weights: Weights = None, inputs: InputShapes
 
 def blobs(module: fx.GraphModule, *args: torch.Tensor | np.ndarray, **kwargs: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
     """Every blob of a forward pass by Caffe blob name (see :func:`run_blobs`)."""
+    from .backend.live import run_blobs
+
     return run_blobs(module, *(_t(a) for a in args), **{k: _t(v) for k, v in kwargs.items()})
 
 
 def _t(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    import torch
+
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))

@@ -13,14 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def caffe_pool_out(size: int, kernel: int, stride: int, pad: int, ceil: bool) -> int:
-    """Caffe's pooled size: ceil (or floor) of the window count, minus a last window that would start in the padding."""
-    span = size + 2 * pad - kernel
-    out = (span + stride - 1) // stride + 1 if ceil else span // stride + 1
-    if pad > 0 and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
+from .sizes import c3d_pool_sizes, caffe_pool_out
 
 
 class CaffePool2d(nn.Module):
@@ -79,14 +72,6 @@ class SpatialPyramidPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([pool(x).flatten(1) for pool in self.pools], 1)
-
-
-def c3d_pool_sizes(size: List[int], kernel: List[int], stride: List[int], pad: int) -> List[int]:
-    """C3D's pooled (L, H, W): ceil-mode windows, spatial padding only, no window dropped."""
-    out = [(size[0] - kernel[0] + stride[0] - 1) // stride[0] + 1]
-    for i in [1, 2]:
-        out.append((size[i] + 2 * pad - kernel[i] + stride[i] - 1) // stride[i] + 1)
-    return out
 
 
 class C3DPool(nn.Module):

@@ -28,13 +28,13 @@ from torch import nn
 
 from ..caffemodel.writer import atomic_open
 from ..ir.graph import Net
-from . import caffe_ops, ops_detection, ops_loss, ops_recurrent, ops_spatial
+from . import caffe_ops, ops_detection, ops_loss, ops_recurrent, ops_spatial, sizes
 from .live import build_graph_module, check_convertible, lower_node
 from .lowering import AliasOp, CallOp, In, InList, ModuleOp, stopped_inputs
 from .names import NameTable, identifier
 
 _INFIX = {operator.add: "+", operator.mul: "*", operator.sub: "-"}
-_BUILTIN_HELPER_MODULES = (caffe_ops, ops_detection, ops_recurrent, ops_loss, ops_spatial)
+_BUILTIN_HELPER_MODULES = (sizes, caffe_ops, ops_detection, ops_recurrent, ops_loss, ops_spatial)
 _NOT_HELPERS = ("torch", "typing", "builtins", "math", "collections", "abc", "numbers", "functools", "operator")
 
 

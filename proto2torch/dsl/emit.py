@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend.caffe_ops import caffe_pool_out
 from ..backend.live import check_convertible
 from ..backend.names import identifier
+from ..backend.sizes import caffe_pool_out
 from ..errors import DSLError
 from ..ir.graph import Net, Node
 from ..layers.conv import tf_same_pads

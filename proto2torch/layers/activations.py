@@ -7,12 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..backend import caffe_ops
 from ..backend.lowering import CallOp, In, ModuleOp
 from ..errors import ShapeError
+from ..lazy import caffe_ops, nn, torch
 from ..prototxt.schema import define, extend
 from .common import plain
 from .registry import LayerSpec, NoParams, ParseContext, Shape, register
@@ -102,47 +100,48 @@ class ELU(LayerSpec):
 
 
 class _Fixed(LayerSpec):
-    """A parameterless element-wise layer that maps onto one torch module or function."""
+    """A parameterless element-wise layer that maps onto one torch module or function, named
+    (``torch.nn.<module>`` or ``torch.<function>``) so that reading a net imports no torch."""
 
-    module: type | None = None
-    function: object = None
+    module: str | None = None
+    function: str | None = None
 
     def lower(self, p: NoParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp | CallOp:
         if self.module is not None:
-            return ModuleOp(self.module)
-        return CallOp(self.function, (In(0),))  # type: ignore[arg-type]
+            return ModuleOp(getattr(nn, self.module))
+        return CallOp(getattr(torch, str(self.function)), (In(0),))
 
 
 @register
 class Sigmoid(_Fixed):
     type = "Sigmoid"
-    module = nn.Sigmoid
+    module = "Sigmoid"
 
 
 @register
 class TanH(_Fixed):
     type = "TanH"
-    module = nn.Tanh
+    module = "Tanh"
 
 
 @register
 class AbsVal(_Fixed):
     type = "AbsVal"
-    function = torch.abs
+    function = "abs"
 
 
 @register
 class BNLL(_Fixed):
     type = "BNLL"
     description = "log(1 + exp(x)), computed stably (softplus)"
-    module = nn.Softplus
+    module = "Softplus"
 
 
 @register
 class HardSwish(_Fixed):
     type = "HardSwish"
     semantics = "Caffe forks (x * clamp(x / 6 + 0.5, 0, 1))"
-    module = nn.Hardswish
+    module = "Hardswish"
 
 
 @dataclass(frozen=True)

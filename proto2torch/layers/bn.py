@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import caffe_ops
 from ..backend.lowering import ModuleOp
 from ..errors import ShapeError
+from ..lazy import caffe_ops
 from ..prototxt.schema import define, extend
 from .common import enum_value, plain
 from .registry import LayerSpec, ParseContext, Shape, register, same_values

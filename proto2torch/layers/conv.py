@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch import nn
 
-from ..backend import caffe_ops
 from ..backend.lowering import CallOp, In, ModuleOp
 from ..errors import LayerParamError, ShapeError
+from ..lazy import caffe_ops, nn
 from ..prototxt.message import Msg
 from .common import conv_out, hw_or_repeated, per_axis, plain
 from .registry import LayerSpec, ParseContext, Shape, canonical_axis, register
@@ -122,8 +121,8 @@ def _int_or_tuple(values: tuple[int, ...]) -> int | tuple[int, ...]:
     return values[0] if len(set(values)) == 1 else values
 
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_DECONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_CONV = {1: "Conv1d", 2: "Conv2d", 3: "Conv3d"}  # torch.nn names, looked up when lowering
+_DECONV = {1: "ConvTranspose1d", 2: "ConvTranspose2d", 3: "ConvTranspose3d"}
 
 
 class _ConvBase(LayerSpec):
@@ -162,7 +161,7 @@ class _ConvBase(LayerSpec):
         if axis != 1 or n not in _CONV:
             raise LayerParamError(f"{self.type} over axis {axis} with {n} spatial axes has no PyTorch equivalent here")
         kernel, stride, pad, dilation = p.spatial(n)
-        cls = (_DECONV if self.transposed else _CONV)[n]
+        cls = getattr(nn, (_DECONV if self.transposed else _CONV)[n])
         if p.tf_same:
             effective = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
             if set(stride) == {1} and all(e % 2 for e in effective):  # symmetric for every input size

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from torch import nn
 
-from ..backend import caffe_ops
 from ..backend.lowering import ModuleOp
+from ..backend.sizes import c3d_pool_sizes
 from ..errors import ShapeError
+from ..lazy import caffe_ops, nn
 from ..prototxt.message import Msg
 from ..prototxt.schema import define, extend
 from .common import enum_value, plain, plain_all
@@ -139,7 +139,7 @@ class Convolution3D(LayerSpec):
     def window(self, p: Conv3DParams) -> tuple[tuple[int, int, int, int | None], ...]:
         return ((p.kernel[1], p.stride[1], 1, p.pad[1]),) * 2
 
-    module: ClassVar[type[nn.Module]] = nn.Conv3d
+    module: ClassVar[str] = "Conv3d"  # in torch.nn
 
     def lower(self, p: Conv3DParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         kd, k = p.kernel
@@ -147,14 +147,14 @@ class Convolution3D(LayerSpec):
         state = {"weight": blobs[0]}
         if p.bias:
             state["bias"] = blobs[1].reshape(-1)
-        return ModuleOp(self.module, (shapes[0][1], p.num_output, (kd, k, k)), kwargs, state, ("weight", "bias")[: len(blobs)])
+        return ModuleOp(getattr(nn, self.module), (shapes[0][1], p.num_output, (kd, k, k)), kwargs, state, ("weight", "bias")[: len(blobs)])
 
 
 @register
 class Deconvolution3D(Convolution3D):
     type = "Deconvolution3D"
     semantics = "C3D (facebook/C3D, v2v): transposed 3-d convolution; weights (in, out, depth, k, k)"
-    module = nn.ConvTranspose3d
+    module = "ConvTranspose3d"
 
     def infer(self, p: Conv3DParams, shapes: list[Shape]) -> list[Shape]:
         x = shapes[0]
@@ -208,7 +208,7 @@ class Pooling3D(LayerSpec):
         x = shapes[0]
         if len(x) != 5:
             raise ShapeError(f"Pooling3D needs a 5-d input (N, C, L, H, W), got {list(x)}")
-        sizes = caffe_ops.c3d_pool_sizes(list(x[2:]), [p.kernel[0], p.kernel[1], p.kernel[1]], [p.stride[0], p.stride[1], p.stride[1]], p.pad)
+        sizes = c3d_pool_sizes(list(x[2:]), [p.kernel[0], p.kernel[1], p.kernel[1]], [p.stride[0], p.stride[1], p.stride[1]], p.pad)
         if min(sizes) < 1 or x[2] < p.kernel[0]:
             raise ShapeError(f"the pooling window {p.kernel} does not fit the input {list(x)}")
         return [(x[0], x[1], *sizes)]

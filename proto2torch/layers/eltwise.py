@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from ..backend import caffe_ops
 from ..backend.lowering import CallOp, In, InList
 from ..errors import ShapeError
+from ..lazy import caffe_ops, torch
 from .common import enum_value
 from .registry import LayerSpec, ParseContext, Shape, register
 

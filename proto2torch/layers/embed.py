@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import caffe_ops
 from ..backend.lowering import ModuleOp
+from ..lazy import caffe_ops
 from .common import plain
 from .registry import LayerSpec, ParseContext, Shape, register
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import ops_loss
 from ..backend.lowering import CallOp, In, ModuleOp, Op
 from ..errors import ShapeError
+from ..lazy import ops_loss
 from ..prototxt.schema import define, extend
 from .common import enum_value, plain
 from .registry import LayerSpec, ParseContext, Shape, canonical_axis, count, register

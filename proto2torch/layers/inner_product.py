@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch import nn
 
-from ..backend import caffe_ops
 from ..backend.lowering import ModuleOp
+from ..lazy import caffe_ops, nn
 from ..prototxt.message import Msg
 from .common import plain
 from .registry import LayerSpec, ParseContext, Shape, canonical_axis, count, register

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch import nn
 
-from ..backend import caffe_ops
 from ..backend.lowering import AliasOp, CallOp, In, ModuleOp
 from ..errors import ShapeError
+from ..lazy import caffe_ops, nn
 from ..prototxt.schema import define, extend
 from .common import enum_value, plain
 from .registry import LayerSpec, ParseContext, Shape, count, register
@@ -96,7 +95,7 @@ class BatchNormParams:
     """``use_global_stats`` as written (None: follow the phase, i.e. the module's train/eval mode)."""
 
 
-_BATCH_NORM = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+_BATCH_NORM = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}  # in torch.nn
 
 
 @register
@@ -137,9 +136,9 @@ class BatchNorm(LayerSpec):
 
     def lower(self, p: BatchNormParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> ModuleOp:
         ndim = len(shapes[0])
-        cls = _BATCH_NORM.get(ndim)
-        if cls is None:
+        if ndim not in _BATCH_NORM:
             raise ShapeError(f"BatchNorm on a {ndim}-d blob has no torch.nn equivalent")
+        cls = getattr(nn, _BATCH_NORM[ndim])
         channels = shapes[0][1]
         kwargs: dict[str, object] = {} if p.scale_bias else {"affine": False}
         if p.eps != 1e-5:

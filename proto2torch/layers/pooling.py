@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch import nn
 
-from ..backend import caffe_ops
 from ..backend.lowering import ModuleOp
+from ..backend.sizes import caffe_pool_out
 from ..errors import LayerParamError, ShapeError
+from ..lazy import caffe_ops, nn
 from ..prototxt.message import Msg
 from .common import enum_value, hw_or_repeated
 from .registry import LayerSpec, ParseContext, Shape, register
@@ -128,7 +128,7 @@ class Pooling(LayerSpec):
         if p.tf_same:
             return kernel, tuple(-(-size // s) for size, s in zip(shape[2:], p.stride))  # type: ignore[return-value]
         out = tuple(
-            caffe_ops.caffe_pool_out(size, k, s, pd, p.ceil) for size, k, s, pd in zip(shape[2:], kernel, p.stride, p.pad)
+            caffe_pool_out(size, k, s, pd, p.ceil) for size, k, s, pd in zip(shape[2:], kernel, p.stride, p.pad)
         )
         if min(out) <= 0:
             raise ShapeError(f"kernel {list(kernel)} is larger than the padded input {[s + 2 * q for s, q in zip(shape[2:], p.pad)]}")
@@ -212,7 +212,7 @@ class SPP(LayerSpec):
             pad = tuple((k * bins - size + 1) // 2 for k, size in zip(kernel, shape[2:]))
             if any(q >= k for q, k in zip(pad, kernel)):
                 raise ShapeError(f"pyramid level {i} ({bins} x {bins} bins) needs padding {list(pad)} >= its kernel {list(kernel)}: the input {list(shape[2:])} is too small")
-            out = tuple(caffe_ops.caffe_pool_out(size, k, k, q, True) for size, k, q in zip(shape[2:], kernel, pad))
+            out = tuple(caffe_pool_out(size, k, k, q, True) for size, k, q in zip(shape[2:], kernel, pad))
             levels.append((kernel, pad, out))
         return levels  # type: ignore[return-value]
 

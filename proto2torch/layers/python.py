@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from ..backend.lowering import CallOp, In, ModuleOp, Op
+from ..lazy import nn
 from .registry import LayerSpec, ParseContext, Shape, count_problem, lookup_python, python_class, register
 
 MAX_PARAM_STR = 65536

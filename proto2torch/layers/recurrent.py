@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import ops_recurrent
 from ..backend.lowering import CallOp, In, ModuleOp
 from ..errors import ShapeError
+from ..lazy import ops_recurrent
 from ..prototxt.schema import define, extend
 from .common import plain
 from .registry import LayerSpec, ParseContext, Shape, count, register

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch import nn
 
-from ..backend import caffe_ops
 from ..backend.lowering import CallOp, In, ModuleOp
 from ..errors import ShapeError
+from ..lazy import caffe_ops, nn
 from .common import enum_value, plain
 from .registry import LayerSpec, ParseContext, Shape, canonical_axis, count, register
 

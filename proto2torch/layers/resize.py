@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch import nn
 
-from ..backend import caffe_ops
 from ..backend.lowering import In, ModuleOp
 from ..errors import ShapeError
+from ..lazy import caffe_ops, nn
 from ..prototxt.schema import define, extend
 from .common import enum_value, plain
 from .registry import LayerSpec, ParseContext, Shape, register

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import ops_detection, ops_loss
 from ..backend.lowering import CallOp, In, ModuleOp, Op
 from ..errors import ShapeError
+from ..lazy import ops_detection, ops_loss
 from ..prototxt.schema import define, extend
 from .common import plain, plain_all
 from .python import number, python_params

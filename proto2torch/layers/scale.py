@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import caffe_ops
 from ..backend.lowering import CallOp, In, ModuleOp
 from ..errors import ShapeError
+from ..lazy import caffe_ops
 from .registry import LayerSpec, ParseContext, Shape, canonical_axis, register
 
 

@@ -8,11 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from ..backend import caffe_ops
 from ..backend.lowering import AliasOp, CallOp, In, InList, ModuleOp
 from ..errors import ShapeError
+from ..lazy import caffe_ops, torch
 from ..prototxt.schema import define, extend
 from .common import plain, plain_all
 from .registry import LayerSpec, NoParams, ParseContext, Shape, canonical_axis, count, register

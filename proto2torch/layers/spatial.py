@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import ops_spatial
+from ..lazy import ops_spatial
 from ..backend.lowering import CallOp, In, ModuleOp, Op
 from ..errors import ShapeError
 from ..prototxt.schema import define, extend

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import caffe_ops, ops_detection
 from ..backend.lowering import CallOp, In, ModuleOp, Op
 from ..errors import ShapeError
+from ..lazy import caffe_ops, ops_detection
 from ..prototxt.schema import define, extend
 from .common import enum_value, plain, plain_all
 from .registry import LayerSpec, ParseContext, Shape, register
