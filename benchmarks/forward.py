@@ -15,7 +15,7 @@ with their recipe weights, at each batch size.  Per net and batch, in the same p
   importer, so ``OPENCV_PY`` points at an OpenCV 4 install), and Caffe when it is installed
   (pycaffe on ``CAFFE_PY``).
 
-Times are medians after warm-up runs on ``--threads`` threads; ratios are OpenCV's time over each
+Times are medians after three warm-up runs on ``--threads`` threads; ratios are OpenCV's time over each
 path's (above 1: faster than OpenCV).  The issue's goal is 1.5 at batch 1.  Build times are the
 seconds a path takes before its first forward (scripting, freezing, compiling, measuring).
 """
@@ -166,10 +166,11 @@ def caffe_seconds(prototxt: Path, weights: Path, x: np.ndarray, threads: int, re
 
 
 def timed_seconds(fn: Callable[[], object], repeat: int, budget: float) -> float:
-    """Median of up to ``repeat`` calls after two warm-up calls, fewer (at least 3) where one call is
-    long, so that a row takes about ``budget`` seconds."""
+    """Median of up to ``repeat`` calls after three warm-up calls (TorchScript optimises on its
+    third), fewer (at least 3) where one call is long, so that a row takes about ``budget`` seconds."""
     import statistics
 
+    fn()
     fn()
     start = time.perf_counter()
     fn()
@@ -230,7 +231,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="proto2torch-forward-"))
     summary = [("net", "batch", "OpenCV dnn", "Caffe", "fastest proto2torch path", "time", "build s", "OpenCV / fastest")]
-    print(f"{args.threads} threads, torch {torch.__version__}; medians after 2 warm-up forwards ({args.repeat} at most, 3 at least)")
+    print(f"{args.threads} threads, torch {torch.__version__}; medians after 3 warm-up forwards ({args.repeat} at most, 3 at least)")
     for name in args.nets.split(","):
         prototxt, weights = model(name)
         for batch in (int(b) for b in args.batches.split(",")):

@@ -75,8 +75,7 @@ def to_torch(net: Net | str | Path, weights: Weights = None, inputs: InputShapes
     from .backend.live import build_graph_module
 
     net = load_net(net, inputs)
-    net = with_weights(net, weights)
-    return build_graph_module(net)
+    return build_graph_module(with_weights(net, weights))
 
 
 def blobs(module: fx.GraphModule, *args: torch.Tensor | np.ndarray, **kwargs: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:

@@ -55,14 +55,27 @@ def check_convertible(net: Net) -> None:
             raise MissingShapeError(f"net input '{blob}' has no shape; give one, e.g. inputs={{'{blob}': (1, 3, 224, 224)}} or --input {blob}=1,3,224,224")
 
 
-def make_module(op: ModuleOp) -> nn.Module:
+def make_module(op: ModuleOp, prototypes: dict[Any, nn.Module] | None = None) -> nn.Module:
     """Instantiate a ModuleOp's module (in eval mode) with its state, sharing the numpy memory where possible.
 
     The module is built on the meta device (nothing initialised only to be overwritten),
     then each parameter and buffer is replaced by a tensor over the blob's memory; this is
     ``load_state_dict(assign=True)`` without its per-module overhead, which matters for
-    nets of hundreds of layers.
+    nets of hundreds of layers.  With ``prototypes`` (one dict per net being built), a module
+    of torch.nn or of the backend's ops that has been built before with the same arguments
+    is cloned instead: its attributes copied and its tensors replaced, with no ``__init__``.
     """
+    key = _prototype_key(op) if prototypes is not None else None
+    if key is not None and key in prototypes:  # type: ignore[operator]
+        return _clone(prototypes[key], op)  # type: ignore[index]
+    module = _construct(op)
+    own = [name for name, t in [*module._parameters.items(), *module._buffers.items()] if t is not None]
+    if key is not None and not module._modules and set(own) <= op.state.keys():
+        prototypes[key] = module  # type: ignore[index]  # every tensor of a clone is its own
+    return module
+
+
+def _construct(op: ModuleOp) -> nn.Module:
     if not op.state:
         return op.cls(*op.args, **op.kwargs).eval()
     if _takes_device(op.cls):
@@ -72,12 +85,47 @@ def make_module(op: ModuleOp) -> nn.Module:
             module = op.cls(*op.args, **op.kwargs)
     for name, array in op.state.items():
         _assign(module, name, _tensor(array))
-    leftovers = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
-    if leftovers:
-        raise Proto2TorchError(f"{op.cls.__name__}: no values for {', '.join(leftovers)}")
+    _check_filled(module)
     module.training = False
     for child in module.modules():
         child.training = False
+    return module
+
+
+def _check_filled(module: nn.Module) -> None:
+    leftovers = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if leftovers:
+        raise Proto2TorchError(f"{type(module).__name__}: no values for {', '.join(leftovers)}")
+
+
+def _prototype_key(op: ModuleOp) -> tuple[Any, ...] | None:
+    """What makes two ModuleOps' modules alike but for their tensors; None where cloning is not
+    known to be safe (a class from elsewhere, whose ``__init__`` may do more than set attributes)."""
+    if not op.cls.__module__.startswith(("torch.nn.", "proto2torch.backend.")):
+        return None
+    try:
+        return (op.cls, _frozen(op.args), _frozen(sorted(op.kwargs.items())), tuple(op.state))
+    except TypeError:
+        return None
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return (type(value), *(_frozen(v) for v in value))
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return (type(value), value)  # 1 and 1.0 and True make different modules
+    raise TypeError(type(value).__name__)
+
+
+def _clone(prototype: nn.Module, op: ModuleOp) -> nn.Module:
+    """A module like ``prototype`` (same class, same arguments) over ``op.state``'s tensors: its
+    attribute dict copied, each container in it (parameters, buffers, hooks…) copied, so the two
+    share no mutable state, and every parameter and buffer replaced."""
+    module = type(prototype).__new__(type(prototype))
+    attributes = {k: v.copy() if isinstance(v, (dict, set, list)) else v for k, v in prototype.__dict__.items()}
+    object.__setattr__(module, "__dict__", attributes)
+    for name, array in op.state.items():
+        _assign(module, name, _tensor(array))
     return module
 
 
@@ -122,6 +170,7 @@ def build_graph_module(net: Net, names: NameTable | None = None) -> fx.GraphModu
     env: dict[str, fx.Node] = {}
     owners: dict[tuple[str, int], tuple[nn.Module, str]] = {}
     aliases: dict[str, str] = {}  # blob name → fx node whose value it shares (Split, Concat of one input…)
+    prototypes: dict[Any, nn.Module] = {}
     for v in net.inputs:
         placeholder = graph.placeholder(names.variables[v])
         placeholder.meta["blob"] = net.values[v].blob
@@ -139,9 +188,9 @@ def build_graph_module(net: Net, names: NameTable | None = None) -> fx.GraphModu
                 aliases[net.values[out].blob] = inputs[src].name
             continue
         if isinstance(op, ModuleOp):
-            module = make_module(op)
-            _share(node, op, module, owners)
+            module = make_module(op, prototypes)
             target = names.modules[index]
+            _share(node, op, module, owners)
             root.add_module(target, module)
             args = tuple(inputs) if op.call is None else _bind(op.call, inputs)
             result = graph.create_node("call_module", target, args, {}, name=names.variables[node.outputs[0]] if node.outputs else target)

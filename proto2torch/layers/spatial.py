@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..lazy import ops_spatial
 from ..backend.lowering import CallOp, In, ModuleOp, Op
 from ..errors import ShapeError
+from ..lazy import ops_spatial
 from ..prototxt.schema import define, extend
 from .common import enum_value, plain
 from .registry import LayerSpec, ParseContext, Shape, register
