@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import model, table
+from _common import median_seconds, model, table
 from torch import Tensor, nn
 
 
@@ -168,19 +168,8 @@ def caffe_seconds(prototxt: Path, weights: Path, x: np.ndarray, threads: int, re
 def timed_seconds(fn: Callable[[], object], repeat: int, budget: float) -> float:
     """Median of up to ``repeat`` calls after three warm-up calls (TorchScript optimises on its
     third), fewer (at least 3) where one call is long, so that a row takes about ``budget`` seconds."""
-    import statistics
-
-    fn()
-    fn()
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(max(3, min(repeat, int(budget / max(first, 1e-6))))):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    first = median_seconds(fn, repeat=1, warmup=2)  # the third warm-up call, timed
+    return median_seconds(fn, repeat=max(3, min(repeat, int(budget / max(first, 1e-6)))), warmup=0)
 
 
 def frozen(module: nn.Module) -> nn.Module:

@@ -69,9 +69,10 @@ def make_module(op: ModuleOp, prototypes: dict[Any, nn.Module] | None = None) ->
     if key is not None and key in prototypes:  # type: ignore[operator]
         return _clone(prototypes[key], op)  # type: ignore[index]
     module = _construct(op)
-    own = [name for name, t in [*module._parameters.items(), *module._buffers.items()] if t is not None]
-    if key is not None and not module._modules and set(own) <= op.state.keys():
-        prototypes[key] = module  # type: ignore[index]  # every tensor of a clone is its own
+    if key is not None and not module._modules:
+        own = [name for name, t in [*module._parameters.items(), *module._buffers.items()] if t is not None]
+        if set(own) <= op.state.keys():  # every tensor of a clone will be its own
+            prototypes[key] = module  # type: ignore[index]
     return module
 
 
@@ -85,17 +86,13 @@ def _construct(op: ModuleOp) -> nn.Module:
             module = op.cls(*op.args, **op.kwargs)
     for name, array in op.state.items():
         _assign(module, name, _tensor(array))
-    _check_filled(module)
+    leftovers = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if leftovers:
+        raise Proto2TorchError(f"{op.cls.__name__}: no values for {', '.join(leftovers)}")
     module.training = False
     for child in module.modules():
         child.training = False
     return module
-
-
-def _check_filled(module: nn.Module) -> None:
-    leftovers = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
-    if leftovers:
-        raise Proto2TorchError(f"{type(module).__name__}: no values for {', '.join(leftovers)}")
 
 
 def _prototype_key(op: ModuleOp) -> tuple[Any, ...] | None:
@@ -189,8 +186,8 @@ def build_graph_module(net: Net, names: NameTable | None = None) -> fx.GraphModu
             continue
         if isinstance(op, ModuleOp):
             module = make_module(op, prototypes)
-            target = names.modules[index]
             _share(node, op, module, owners)
+            target = names.modules[index]
             root.add_module(target, module)
             args = tuple(inputs) if op.call is None else _bind(op.call, inputs)
             result = graph.create_node("call_module", target, args, {}, name=names.variables[node.outputs[0]] if node.outputs else target)
