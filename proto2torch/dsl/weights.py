@@ -7,7 +7,7 @@ file is refused with :class:`~proto2torch.errors.DSLError` before it is touched.
 
 :func:`dsl_blobs` then turns the TensorFlow layouts into Caffe's: convolution kernels
 HWIO → OIHW, fully connected (in, out) → (out, in) with rows reordered from H·W·C to
-C·H·W when the layer reads a feature map, batch norm (mean, variance, scale, offset —
+C·H·W when the layer reads a feature map (TFFRCNN's fc flattens in C·H·W order already), batch norm (mean, variance, scale, offset —
 or the slim names moving_mean, moving_variance, gamma, beta) → BatchNorm + Scale.
 """
 
@@ -45,9 +45,9 @@ class _Restricted(pickle.Unpickler):
 
                 return codecs.encode
             if name == "_reconstruct":
-                return np.core.multiarray._reconstruct if hasattr(np, "core") else np._core.multiarray._reconstruct  # type: ignore[attr-defined]
+                return np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct  # type: ignore[attr-defined]
             if name == "scalar":
-                return np.core.multiarray.scalar if hasattr(np, "core") else np._core.multiarray.scalar  # type: ignore[attr-defined]
+                return np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar  # type: ignore[attr-defined]
             return getattr(np, name)
         raise DSLError(f"the weights file asks to load {module}.{name}; only arrays, dicts, lists, strings and numbers are accepted")
 
@@ -141,11 +141,11 @@ def dsl_blobs(net: Net, weights: dict[str, dict[str, np.ndarray]]) -> dict[str, 
                 if w.ndim != 4:
                     raise ValueError(f"weights of shape {list(w.shape)} are not HWIO")
                 blobs[nodes[0]] = [np.ascontiguousarray(w.transpose(3, 2, 0, 1))] + ([params["biases"].reshape(-1)] if "biases" in params else [])
-            elif kind == "fc":
+            elif kind in ("fc", "fc_chw"):
                 node = net.node(nodes[0])
                 in_shape = net.values[node.inputs[0]].shape or ()
                 w = params["weights"]
-                if len(in_shape) == 4:
+                if len(in_shape) == 4 and kind == "fc":
                     _, c, h, wd = in_shape
                     w = w.reshape(h, wd, c, -1).transpose(3, 2, 0, 1).reshape(-1, c * h * wd)
                 else:

@@ -146,6 +146,8 @@ class ProposalParams:
     min_scale: bool = True
     score_column: bool = False
     """Scores as (R, 1) (py-faster-rcnn) rather than (R,)."""
+    max_aspect: float = 0.0
+    """Drop boxes whose width / height is over this or under its inverse (TFFRCNN: 5); 0 keeps them."""
 
 
 def pvanet_anchors(base_size: int, ratios: Sequence[float], scales: Sequence[float], pixel_scales: bool = False) -> np.ndarray:
@@ -207,6 +209,8 @@ class _ProposalBase(LayerSpec):
 
     def lower(self, p: ProposalParams, shapes: list[Shape], blobs: Sequence[np.ndarray]) -> Op:
         kwargs = {"zero_small": p.zero_small, "min_scale": p.min_scale, "score_column": p.score_column}
+        if p.max_aspect:
+            kwargs["max_aspect"] = p.max_aspect
         return ModuleOp(
             ops_detection.Proposal,
             (len(p.anchors), p.feat_stride, p.pre_nms_topn, p.post_nms_topn, p.nms_thresh, p.min_size),
