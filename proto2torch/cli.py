@@ -150,8 +150,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .api import with_weights
 
-    net = _load(args)
     has_weights = args.weights is not None
+    if args.optimize and (args.to != "torch" or not has_weights):
+        print("error: --optimize measures the converted module: it needs --to torch (the default) and --weights", file=sys.stderr)
+        return 2
+    net = _load(args)
     out = Path(args.output)
     if args.to == "torch" and not has_weights:  # the code alone: no weights are made up, none written
         from .backend.source import write_code
@@ -172,7 +175,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"  wrote {py} (class {emitted.class_name})")
         print(f"  wrote {weights} (state_dict, {len(emitted.state_dict)} tensors)")
         print(f"  use:  from {py.stem} import build; model = build({str(weights)!r})")
-        return 0
+        return _write_optimized(net, py.with_suffix("")) if args.optimize else 0
     if args.to == "dsl":
         from .dsl.emit import write_dsl
 
@@ -190,6 +193,33 @@ def cmd_convert(args: argparse.Namespace) -> int:
     opset = f", opset {report.opset}" if report.opset else ""
     print(f"{net.name}: wrote {report.path} ({args.to}{opset}; dynamic axes: {dynamic})")
     return 0
+
+
+def _write_optimized(net, stem: Path) -> int:  # noqa: ANN001
+    """convert --optimize: proto2torch.optimize on seeded inputs of the net's shapes (after fold-bn),
+    its choice written as a file torch loads alone, reloaded and checked against the unoptimised module."""
+    import numpy as np
+    import torch
+
+    from .backend.live import build_graph_module
+    from .optimization import optimize, save_optimized
+    from .passes import run_passes
+
+    rng = np.random.default_rng(0)
+    inputs = [torch.from_numpy(rng.uniform(-1, 1, net.values[v].shape).astype(np.float32)) for v in net.inputs]
+    reference = build_graph_module(net)
+    print("\nproto2torch.optimize (fold-bn first), on seeded inputs of the net's shapes:")
+    fast = optimize(build_graph_module(run_passes(net, ["fold-bn"]).net), *inputs)
+    print(fast.table())
+    saved = save_optimized(fast, reference, *inputs, stem=stem)
+    if saved.path is None:
+        print(f"  nothing else to write: {saved.load}")
+        return 0
+    ok = saved.error is not None and saved.error <= 1
+    print(f"  wrote {saved.path} ({fast.choice}; written and reloaded in {saved.build_s:.1f} s; {saved.ms:.2f} ms per call)")
+    print(f"  its outputs against the unoptimised module: {'ok' if ok else 'MISMATCH'} ({saved.error if saved.error is not None else float('nan'):.3g}x the 1e-4 tolerance)")
+    print(f"  use:  model = {saved.load}")
+    return 0 if ok else 1
 
 
 def _preprocess(args: argparse.Namespace, net):  # noqa: ANN001, ANN202
@@ -483,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--input-scale", type=float, default=None, metavar="S", help="multiply after the mean")
     g.add_argument("--preprocess-from", default=None, metavar="LAYER", help="use this data layer's transform_param instead")
     p.add_argument("--name", default=None, help="file stem (default: the net's name)")
+    p.add_argument(
+        "--optimize", action="store_true",
+        help="with --to torch and --weights: also run proto2torch.optimize on the net's input shapes and write its choice "
+        "(<name>.optimized.pt TorchScript or .pt2 AOTInductor), checked against the module",
+    )  # fmt: skip
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("surgery", help="apply passes; write the result as .prototxt + .caffemodel")

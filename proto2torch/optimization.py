@@ -116,6 +116,61 @@ def optimize(module: nn.Module, *example_inputs: torch.Tensor, candidates: Seque
     return Optimized(fn, channels_last, choice, report)
 
 
+@dataclass
+class Saved:
+    """What :func:`save_optimized` wrote: the file, how it is loaded, and the file's own check."""
+
+    path: object  # Path | None
+    load: str
+    """The line that loads it (torch only: no proto2torch needed)."""
+    build_s: float = 0.0
+    ms: float | None = None
+    """Median time of one call of the reloaded file on the example inputs."""
+    error: float | None = None
+    """Its largest output difference from the module, as a multiple of the tolerance."""
+
+
+def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Tensor, stem: object, rtol: float = 1e-4, budget_s: float = 0.5) -> Saved:
+    """Write ``fast``'s choice as a file PyTorch loads alone, reload it, and check it against ``module``.
+
+    * ``torchscript`` → ``<stem>.optimized.pt`` (``torch.jit.save`` of the frozen module);
+    * ``inductor`` → ``<stem>.optimized.pt2``: the module exported and compiled ahead of time by
+      AOTInductor with freezing (a compiled library inside; it runs on this kind of CPU);
+    * ``eager``/``channels_last``: nothing to write, the plain module (in that layout) is the fastest.
+    """
+    from pathlib import Path
+
+    inputs = _layout(example_inputs, fast.channels_last)
+    layout = ".to(memory_format=torch.channels_last)" if fast.channels_last else ""
+    if fast.choice in ("eager", "channels_last"):
+        return Saved(None, f"the module itself{layout}: no compiled path beat it")
+    start = time.perf_counter()
+    if fast.choice == "torchscript":
+        path = Path(f"{stem}.optimized.pt")
+        torch.jit.save(fast.inner, str(path))
+        loaded = torch.jit.load(str(path))
+        load = f"torch.jit.load({str(path)!r})"
+    else:
+        import torch._inductor.config as inductor_config
+
+        path = Path(f"{stem}.optimized.pt2")
+        model = _channels_last_copy(module) if fast.channels_last else module
+        with _quiet(), torch.no_grad(), inductor_config.patch(freezing=True):
+            exported = torch.export.export(model, tuple(inputs))
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+        loaded = torch._inductor.aoti_load_package(str(path))
+        load = f"torch._inductor.aoti_load_package({str(path)!r})"
+    if fast.channels_last:
+        load += "  (inputs in channels_last: x.contiguous(memory_format=torch.channels_last))"
+    saved = Saved(path, load, time.perf_counter() - start)
+    with torch.no_grad():
+        want = _flat(module(*example_inputs))
+        got = _flat(loaded(*inputs))
+    saved.error = _difference(want, got, rtol)
+    saved.ms = 1000 * _median_time(loaded, inputs, budget_s)
+    return saved
+
+
 def _faster(report: list[Candidate], a: str, b: str) -> bool:
     """Whether candidate ``a`` ran and beat ``b`` (the memory layout the compiled candidates use)."""
     times = {c.name: c.ms for c in report if c.ms is not None}

@@ -59,3 +59,42 @@ def test_verify_optimize_checks_the_compiled_module_against_caffe(tmp_path, caps
     assert "output 'prob' ok" in out
     with np.load(reference) as ref:
         assert "prob" in ref.files
+
+
+def test_save_optimized_writes_a_torchscript_file_torch_loads_alone(tmp_path) -> None:
+    module, inputs = _module("layer_bn_scale")
+    fast = proto2torch.optimize(module, *inputs, candidates=("torchscript",))
+    saved = optimize_module.save_optimized(fast, module, *inputs, stem=tmp_path / "bn")
+    assert saved.path == tmp_path / "bn.optimized.pt" and saved.error is not None and saved.error <= 1 and saved.ms > 0
+    loaded = torch.jit.load(str(saved.path))
+    with torch.no_grad():
+        want, got = module(*inputs), loaded(*inputs)
+    want, got = (list(x.values()) if isinstance(x, dict) else list(x) if isinstance(x, tuple) else [x] for x in (want, got))
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-4 * max(1.0, float(a.abs().max()))) for a, b in zip(want, got))
+    eager = proto2torch.optimize(module, *inputs, candidates=("eager",))
+    assert optimize_module.save_optimized(eager, module, *inputs, stem=tmp_path / "plain").path is None
+    assert not (tmp_path / "plain.optimized.pt").exists()
+
+
+def test_convert_optimize_writes_the_fastest_path_and_checks_it(tmp_path, capsys) -> None:
+    case = Case.load(CASES_DIR / "net_lenet")
+    weights = case.write_caffemodel(tmp_path / "w.caffemodel")
+    argv = ["convert", str(case.prototxt), "--weights", str(weights), "-o", str(tmp_path / "out"), "--optimize"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    chosen = next(line.split()[0] for line in out.splitlines() if line.rstrip().endswith("chosen"))
+    written = {"torchscript": "LeNet.optimized.pt", "inductor": "LeNet.optimized.pt2"}.get(chosen)
+    if written is None:  # the plain module was fastest (a machine without a compiler, or a busy one)
+        assert "nothing else to write: the module itself" in out
+    else:
+        assert (tmp_path / "out" / written).is_file() and "its outputs against the unoptimised module: ok" in out
+    assert main(["convert", str(case.prototxt), "-o", str(tmp_path / "nothing"), "--optimize"]) == 2
+    assert "--optimize measures the converted module: it needs --to torch (the default) and --weights" in capsys.readouterr().err
+
+
+def test_save_optimized_compiles_inductors_choice_ahead_of_time(tmp_path) -> None:
+    module, inputs = _module("layer_bn_scale")
+    fast = proto2torch.optimize(module, *inputs, candidates=("inductor",))
+    saved = optimize_module.save_optimized(fast, module, *inputs, stem=tmp_path / "bn")
+    assert saved.path == tmp_path / "bn.optimized.pt2" and saved.path.is_file()
+    assert saved.error is not None and saved.error <= 1 and "aoti_load_package" in saved.load
