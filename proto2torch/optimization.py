@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -120,7 +121,7 @@ def optimize(module: nn.Module, *example_inputs: torch.Tensor, candidates: Seque
 class Saved:
     """What :func:`save_optimized` wrote: the file, how it is loaded, and the file's own check."""
 
-    path: object  # Path | None
+    path: Path | None
     load: str
     """The line that loads it (torch only: no proto2torch needed)."""
     build_s: float = 0.0
@@ -130,7 +131,7 @@ class Saved:
     """Its largest output difference from the module, as a multiple of the tolerance."""
 
 
-def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Tensor, stem: object, rtol: float = 1e-4, budget_s: float = 0.5) -> Saved:
+def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Tensor, stem: str | Path, rtol: float = 1e-4, budget_s: float = 0.5) -> Saved:
     """Write ``fast``'s choice as a file PyTorch loads alone, reload it, and check it against ``module``.
 
     * ``torchscript`` → ``<stem>.optimized.pt`` (``torch.jit.save`` of the frozen module);
@@ -138,8 +139,6 @@ def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Te
       AOTInductor with freezing (a compiled library inside; it runs on this kind of CPU);
     * ``eager``/``channels_last``: nothing to write, the plain module (in that layout) is the fastest.
     """
-    from pathlib import Path
-
     inputs = _layout(example_inputs, fast.channels_last)
     layout = ".to(memory_format=torch.channels_last)" if fast.channels_last else ""
     if fast.choice in ("eager", "channels_last"):
