@@ -392,3 +392,14 @@ class PGN(network.Network):
     assert main(["inspect", str(model), "--base", str(base), "--input", "data=1,3,8,8"]) == 0
     with pytest.raises(DSLError, match="cannot read base file"):
         load_dsl(model, inputs={"data": (1, 3, 8, 8)}, base=[tmp_path / "missing.py"])
+
+
+def test_python_warnings_about_the_text_are_not_printed() -> None:
+    """A model file with an invalid escape or ``1if`` makes Python's parser warn; reading it says nothing."""
+    import warnings
+
+    text = "class A(Network):\n    def setup(self):\n        x = '\\d'\n        y = 1if 1 else 2\n        (self.feed('data').relu(name='r'))\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net = net_from_dsl(text, "warn.py", inputs={"data": (1, 3, 4, 4)})
+    assert [n.type for n in net.nodes] == ["Input", "ReLU"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import sys
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -409,7 +410,9 @@ def parse_dsl_source(text: str | bytes, filename: str = "<dsl>") -> Module:
         old = sys.getrecursionlimit()
         try:
             sys.setrecursionlimit(max(old, _DEEP_RECURSION))
-            tree = ast.parse(text, filename=filename)
+            with warnings.catch_warnings():  # Python's own warnings about the text ("invalid escape sequence") are not the reader's
+                warnings.simplefilter("ignore")
+                tree = ast.parse(text, filename=filename)
             outcome["body"] = _body(tree.body)
         except BaseException as exc:  # handed to the caller's thread, typed there
             outcome["error"] = exc
