@@ -68,10 +68,20 @@ def model(name: str) -> tuple[Path, Path]:
     return case.prototxt, weights
 
 
+def bytecode_env(cached: bool) -> dict[str, str]:
+    """This environment with Python's bytecode cache on (a private ``PYTHONPYCACHEPREFIX``, as an
+    installed package has its .pyc files) or off (``PYTHONDONTWRITEBYTECODE``: every module compiled
+    anew in every process, which some machines set and no installed package pays)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    return {**base, "PYTHONPYCACHEPREFIX": str(WORK / "pycache")} if cached else {**base, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def fresh_process(code: str) -> dict[str, float]:
     """Run ``code`` in a fresh interpreter (after the imports) and report its wall time in
     seconds and its memory in MiB: ``baseline`` once the imports are done, ``peak`` the
-    high-water mark of resident memory.  ``code`` must keep what it builds alive."""
+    high-water mark of resident memory.  ``code`` must keep what it builds alive.  Bytecode is
+    cached (:func:`bytecode_env`), so modules that ``code`` imports lazily cost what they cost an
+    installed package, not a compile of their source."""
     script = f"""
 import gc, json, resource, sys, time
 sys.path.insert(0, {str(ROOT)!r})
@@ -93,12 +103,14 @@ with open('/proc/self/status') as f:
     peak = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:')) / 1024
 print(json.dumps({{"seconds": seconds, "baseline": baseline, "peak": peak}}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=bytecode_env(cached=True))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def fresh_runs(code: str, repeat: int = 5) -> tuple[float, float]:
-    """(median seconds, largest peak growth in MiB) over ``repeat`` fresh processes."""
+    """(median seconds, largest peak growth in MiB) over ``repeat`` fresh processes, after one
+    that is not counted (it writes the bytecode cache)."""
+    fresh_process(code)
     runs = [fresh_process(code) for _ in range(repeat)]
     return statistics.median(r["seconds"] for r in runs), max(r["peak"] - r["baseline"] for r in runs)
 

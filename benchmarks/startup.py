@@ -12,13 +12,12 @@ imports torch, which ``inspect`` no longer does (``tests/test_startup.py``).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import time
 
-from _common import RESNET152, ROOT, WORK, table
+from _common import RESNET152, ROOT, bytecode_env, table
 
 
 def wall(argv: list[str], env: dict[str, str], repeat: int) -> float:
@@ -34,9 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
-    cached = {**base, "PYTHONPYCACHEPREFIX": str(WORK / "pycache")}
-    uncached = {**base, "PYTHONDONTWRITEBYTECODE": "1"}
+    cached, uncached = bytecode_env(cached=True), bytecode_env(cached=False)
     inspect = [sys.executable, "-m", "proto2torch", "inspect", str(RESNET152)]
     subprocess.run(inspect, env=cached, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # writes the cache
     subprocess.run([sys.executable, "-c", "import torch"], env=cached, cwd=ROOT, check=True)
