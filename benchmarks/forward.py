@@ -173,13 +173,13 @@ def timed_seconds(fn: Callable[[], object], repeat: int, budget: float) -> float
 
 
 def frozen(module: nn.Module, x: Tensor) -> nn.Module:
-    """Traced, frozen and optimised for inference by TorchScript (oneDNN fusions), in channels_last.
-    (Traced, not scripted: scripting torch.nn's Conv2d after torch.compile has run in the same process
-    failed once with "builtin cannot be used as a value", TorchScript mistaking a list attribute for a
-    builtin it had registered by id(); tracing compiles no Python source.)"""
-    module = module.eval().to(memory_format=torch.channels_last)
-    traced = torch.jit.trace(module, x.contiguous(memory_format=torch.channels_last), check_trace=False)
-    return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+    """Traced, frozen and optimised for inference by TorchScript (oneDNN fusions), in channels_last:
+    ``proto2torch.optimize``'s TorchScript candidate alone.  (Traced, not scripted: scripting torch.nn's
+    Conv2d after torch.compile has run in the same process failed once with "builtin cannot be used as
+    a value", TorchScript mistaking a list attribute for a builtin it had registered by id().)"""
+    from proto2torch.optimization import _torchscript
+
+    return _torchscript(module.eval(), (x,), channels_last=True)
 
 
 def paths(name: str, net: object, folded: object, x: Tensor, work: Path) -> list[tuple[str, Callable[[], nn.Module], bool]]:

@@ -38,7 +38,7 @@ from ..layers.python import PythonParams
 from ..layers.reduce import SoftmaxParams
 from ..layers.registry import NoParams, lookup
 from ..layers.resize import InterpParams, PadParams
-from ..layers.roi import ProposalParams, PyProposal, ROIPoolingParams, py_faster_rcnn_anchors
+from ..layers.roi import PyProposal, ROIPoolingParams, py_faster_rcnn_proposal
 from ..layers.scale import ScaleParams
 from ..layers.shape_ops import AxisParams, FlattenParams, PermuteParams, ReshapeParams
 from ..prototxt.schema import Diagnostic
@@ -1399,11 +1399,7 @@ class _Reader:
         if key not in ("TEST", "TRAIN"):
             raise self.fail(f"cfg_key must be 'TEST' or 'TRAIN', got {key!r}", pos)
         pre, post, thresh, min_size = (self.evaluate._name(f"cfg.{key}.{item}", pos) for item in ("RPN_PRE_NMS_TOP_N", "RPN_POST_NMS_TOP_N", "RPN_NMS_THRESH", "RPN_MIN_SIZE"))
-        anchors = py_faster_rcnn_anchors(16, (0.5, 1.0, 2.0), [float(s) for s in scales])
-        params = ProposalParams(
-            tuple(tuple(float(v) for v in row) for row in anchors), stride, int(pre), int(post), float(thresh), float(min_size),
-            zero_small=False, min_scale=True, max_aspect=5.0,
-        )  # fmt: skip
+        params = py_faster_rcnn_proposal(stride, scales, (0.5, 1.0, 2.0), pre, post, thresh, min_size, max_aspect=5.0)
         self.builder.add(name, "Python", PythonParams(PyProposal.python_layer, params), current, name, pos)  # its rois; the scores are not kept
 
     def op_roi_pool(self, name: str, a: dict[str, Any], current: list[str], pos: Pos) -> None:

@@ -265,22 +265,26 @@ class PyProposal(_ProposalBase):
         stride = int(number(ctx, params, "feat_stride"))
         scales = params.get("scales", (8, 16, 32))
         ratios = params.get("ratios", (0.5, 1.0, 2.0))
+        counts = [number(ctx, params, key, default) for key, default in zip(("pre_nms_topN", "post_nms_topN", "nms_thresh", "min_size"), (pre, post, thresh, min_size))]
         try:
-            anchors = py_faster_rcnn_anchors(16, [float(r) for r in ratios], [float(s) for s in scales])
+            proposal = py_faster_rcnn_proposal(stride, scales, ratios, *counts, score_column=True)
         except (TypeError, ValueError):
             raise ctx.error(f"param_str scales {scales!r} / ratios {ratios!r} must be lists of numbers", "param_str", ctx.param("python_param")) from None
         ctx.note(f"py-faster-rcnn {phase} configuration assumed: {pre} boxes before NMS, {post} after, IoU {thresh}, min size {min_size}")
-        return ProposalParams(
-            tuple(tuple(float(v) for v in row) for row in anchors),
-            stride,
-            int(number(ctx, params, "pre_nms_topN", pre)),
-            int(number(ctx, params, "post_nms_topN", post)),
-            float(number(ctx, params, "nms_thresh", thresh)),
-            float(number(ctx, params, "min_size", min_size)),
-            zero_small=False,
-            min_scale=True,
-            score_column=True,
-        )
+        return proposal
+
+
+def py_faster_rcnn_proposal(
+    stride: int, scales: Sequence[float], ratios: Sequence[float], pre: float, post: float, thresh: float, min_size: float,
+    *, score_column: bool = False, max_aspect: float = 0.0,
+) -> ProposalParams:  # fmt: skip
+    """py-faster-rcnn's proposal layer (and TFFRCNN's copy of it): anchors of base size 16, boxes under
+    ``min_size`` × im_info[2] dropped, the counts and NMS threshold given."""
+    anchors = py_faster_rcnn_anchors(16, [float(r) for r in ratios], [float(s) for s in scales])
+    return ProposalParams(
+        tuple(tuple(float(v) for v in row) for row in anchors), stride, int(pre), int(post), float(thresh), float(min_size),
+        zero_small=False, min_scale=True, score_column=score_column, max_aspect=max_aspect,
+    )  # fmt: skip
 
 
 
