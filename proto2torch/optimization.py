@@ -20,6 +20,7 @@ Compile time is reported, never hidden: inductor's first call can take seconds t
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 import warnings
@@ -144,20 +145,22 @@ def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Te
     if fast.choice in ("eager", "channels_last"):
         return Saved(None, f"the module itself{layout}: no compiled path beat it")
     start = time.perf_counter()
+    path = Path(f"{stem}.optimized.pt" if fast.choice == "torchscript" else f"{stem}.optimized.pt2")
+    part = path.with_suffix(".part" + path.suffix)  # renamed once it has been reloaded: nothing is left half written
+    try:
+        loaded = _write_and_reload(fast, module, inputs, part)
+        os.replace(part, path)
+    except Exception as exc:  # a file torch writes but cannot load again, or a net torch.export cannot trace
+        part.unlink(missing_ok=True)
+        from .export import ExportError, _first_line
+
+        raise ExportError(
+            f"{fast.choice}, the fastest path, could not be written as {path.name} and loaded again ({_first_line(exc)}); "
+            "the module proto2torch.optimize returns in-process is not affected"
+        ) from None
     if fast.choice == "torchscript":
-        path = Path(f"{stem}.optimized.pt")
-        torch.jit.save(fast.inner, str(path))
-        loaded = torch.jit.load(str(path))
         load = f"torch.jit.load({str(path)!r})"
     else:
-        import torch._inductor.config as inductor_config
-
-        path = Path(f"{stem}.optimized.pt2")
-        model = _channels_last_copy(module) if fast.channels_last else module
-        with _quiet(), torch.no_grad(), inductor_config.patch(freezing=True):
-            exported = torch.export.export(model, tuple(inputs))
-            torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
-        loaded = torch._inductor.aoti_load_package(str(path))
         load = f"torch._inductor.aoti_load_package({str(path)!r})"
     if fast.channels_last:
         load += "  (inputs in channels_last: x.contiguous(memory_format=torch.channels_last))"
@@ -168,6 +171,20 @@ def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Te
     saved.error = _difference(want, got, rtol)
     saved.ms = 1000 * _median_time(loaded, inputs, budget_s)
     return saved
+
+
+def _write_and_reload(fast: Optimized, module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> Callable:
+    """``fast``'s choice written to ``path`` (TorchScript, or AOTInductor compiled ahead of time), and loaded back."""
+    if fast.choice == "torchscript":
+        torch.jit.save(fast.inner, str(path))
+        return torch.jit.load(str(path))
+    import torch._inductor.config as inductor_config
+
+    model = _channels_last_copy(module) if fast.channels_last else module
+    with _quiet(), torch.no_grad(), inductor_config.patch(freezing=True):
+        exported = torch.export.export(model, tuple(inputs))
+        torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+    return torch._inductor.aoti_load_package(str(path))
 
 
 def _faster(report: list[Candidate], a: str, b: str) -> bool:

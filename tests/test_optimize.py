@@ -11,6 +11,7 @@ import proto2torch
 from proto2torch import optimization as optimize_module
 from proto2torch.cli import main
 from proto2torch.conformance import Case, recipe_layers
+from proto2torch.export import ExportError
 
 from .conftest import CASES_DIR
 
@@ -98,3 +99,12 @@ def test_save_optimized_compiles_inductors_choice_ahead_of_time(tmp_path) -> Non
     saved = optimize_module.save_optimized(fast, module, *inputs, stem=tmp_path / "bn")
     assert saved.path == tmp_path / "bn.optimized.pt2" and saved.path.is_file()
     assert saved.error is not None and saved.error <= 1 and "aoti_load_package" in saved.load
+
+
+def test_save_optimized_that_cannot_reload_its_file_leaves_none_and_says_why(tmp_path, monkeypatch) -> None:
+    module, inputs = _module("layer_bn_scale")
+    fast = proto2torch.optimize(module, *inputs, candidates=("torchscript",))
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("required keyword attribute 'value' is undefined")))
+    with pytest.raises(ExportError, match=r"torchscript, the fastest path, could not be written as bn\.optimized\.pt and loaded again \(RuntimeError: required keyword"):
+        optimize_module.save_optimized(fast, module, *inputs, stem=tmp_path / "bn")
+    assert list(tmp_path.iterdir()) == []
