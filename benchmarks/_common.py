@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,12 +109,41 @@ print(json.dumps({{"seconds": seconds, "baseline": baseline, "peak": peak}}))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def fresh_runs(code: str, repeat: int = 5) -> tuple[float, float]:
-    """(median seconds, largest peak growth in MiB) over ``repeat`` fresh processes, after one
-    that is not counted (it writes the bytecode cache)."""
-    fresh_process(code)
-    runs = [fresh_process(code) for _ in range(repeat)]
-    return statistics.median(r["seconds"] for r in runs), max(r["peak"] - r["baseline"] for r in runs)
+@dataclass(frozen=True)
+class Runs:
+    """Fresh-process measurements of one piece of code."""
+
+    median_s: float
+    best_s: float
+    """The fastest process: the code's own cost, without the machine's stalls."""
+    peak_mib: float
+    """The largest growth of resident memory over the process's state after its imports."""
+
+
+def fresh_runs(codes: dict[str, str], repeat: int = 5) -> dict[str, Runs]:
+    """Per label, its :class:`Runs` over ``repeat`` fresh processes, after one of each that is not
+    counted (it writes the bytecode cache).  The codes take turns, round by round and in a shuffled
+    (seeded) order each round, so that a slow spell of the machine falls on all of them alike rather
+    than on whichever ran after the same neighbour each time.
+
+    Why the best as well as the median: numpy asks the kernel for transparent huge pages for large
+    arrays, and on this VM a process that faults in hundreds of MiB of them soon after another
+    freed as much sometimes stalls while the kernel compacts memory (VGG-16's 528 MiB loaded in
+    0.1 s or in 1.1 s, the same code).  ``read()`` into a ``bytes`` object gets ordinary pages and a
+    steady, slower rate."""
+    for code in codes.values():
+        fresh_process(code)
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in codes}
+    order = random.Random(0)
+    for _ in range(repeat):
+        for label in order.sample(list(codes), len(codes)):
+            runs[label].append(fresh_process(codes[label]))
+    return {
+        label: Runs(
+            statistics.median(r["seconds"] for r in rs), min(r["seconds"] for r in rs), max(r["peak"] - r["baseline"] for r in rs)
+        )
+        for label, rs in runs.items()
+    }
 
 
 def table(rows: list[tuple[str, ...]]) -> str:

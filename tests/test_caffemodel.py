@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import numpy as np
@@ -92,3 +93,53 @@ def test_truncated_real_file_names_the_layer(tmp_path) -> None:
     with pytest.raises(WeightError) as info:
         read_caffemodel(path)
     assert "layer 'conv'" in str(info.value) and "w.caffemodel" in str(info.value)
+
+
+def _packed_blob(values: np.ndarray, pieces: int = 1) -> bytes:
+    """A V2 blob with a shape and its data as ``pieces`` packed runs (protobuf concatenates repeated runs)."""
+    shape = _field(7, _field(1, b"".join(_varint(d) for d in values.shape)))
+    runs = np.array_split(values.astype("<f4").ravel(), pieces)
+    return _field(7, shape + b"".join(_field(5, run.tobytes()) for run in runs))
+
+
+def _model_file(tmp_path, layers: list[tuple[str, list[tuple[np.ndarray, int]]]]) -> tuple[bytes, object]:
+    data = b"".join(_field(100, _field(1, name.encode()) + _field(2, b"Convolution") + b"".join(_packed_blob(v, k) for v, k in blobs)) for name, blobs in layers)
+    path = tmp_path / "m.caffemodel"
+    path.write_bytes(data)
+    return data, path
+
+
+def test_payloads_are_read_in_a_second_pass_into_one_aligned_block(tmp_path) -> None:
+    """Every blob, whatever the offsets in the file, equals what was written; single-run payloads are
+    64-byte-aligned views of one shared block; a blob written in several runs is joined; reading a file
+    and its bytes (no file descriptor, no ``preadv``) give the same."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(shape).astype(np.float32) for shape in [(3,), (5, 2, 3, 3), (7,), (64, 33), (1,)]]
+    layers = [("a", [(arrays[0], 1), (arrays[1], 1)]), ("b", [(arrays[2], 3)]), ("c", [(arrays[3], 1), (arrays[4], 1)])]
+    data, path = _model_file(tmp_path, layers)
+    for model in (read_caffemodel(path), read_caffemodel_bytes(data)):
+        got = [b for layer in model.layers for b in layer.blobs]
+        for a, b in zip(arrays, got):
+            np.testing.assert_array_equal(a, b)
+            assert b.dtype == np.float32 and b.flags.c_contiguous
+        single = [got[i] for i in (0, 1, 3, 4)]
+        assert all(b.ctypes.data % 64 == 0 for b in single)
+        assert len({id(_root(b)) for b in single}) == 1
+
+
+def _root(array: np.ndarray) -> np.ndarray:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def test_a_file_that_ends_early_in_the_second_pass_is_a_weight_error(tmp_path, monkeypatch) -> None:
+    """The first pass checks every length against the file's size; if the file is cut while it is read,
+    the short read is a WeightError with the offset, not zeros left in the weights."""
+    _, path = _model_file(tmp_path, [("a", [(np.ones((4, 4), np.float32), 1)])])
+    real = os.preadv
+    calls = []
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset: calls.append(offset) or (0 if len(calls) > 1 else min(real(fd, buffers, offset), 8)))
+    with pytest.raises(WeightError, match="ended inside blob data") as info:
+        read_caffemodel(path)
+    assert "m.caffemodel" in str(info.value) and len(calls) == 2 and calls[1] == calls[0] + 8

@@ -1,10 +1,16 @@
 """Read binary ``.caffemodel`` files (V2 ``layer``, V1 ``layers``, V0 ``layers { layer }``).
 
-The reader streams the protobuf wire format itself instead of building protobuf
-objects: it walks the few message levels that matter (net → layer → blob) and reads
-each blob's packed float payload straight from the file into its final, aligned
-numpy array.  Loading therefore costs about one sequential read of the file, and peak
-memory is about the size of the weights — no second copy, no Python float lists.
+The reader walks the protobuf wire format itself instead of building protobuf
+objects, in two passes.  The first reads the few message levels that matter (net →
+layer → blob) and seeks over each blob's packed float payload, noting where it lies.
+The second reads every payload straight from the file into one aligned block of
+memory, the blobs being views of it, in a few scattered reads (``preadv``) rather than
+one call per blob.  (Asking for transparent huge pages for the block was measured and
+made it slower: after another process frees a lot of memory, the kernel stalls
+compacting it.)  Loading
+therefore costs less than reading the file into a ``bytes`` object, and peak memory
+is about the size of the weights — no second copy, no Python float lists.  The blobs
+of one file share that block: it is freed when the last of them is.
 
 It is also defensive: every length is checked against the bytes that remain before
 anything is allocated, so truncated, lying or non-Caffe files give a
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -31,6 +38,31 @@ MAX_FILE_BYTES = 2**31 - 1
 """Caffe itself reads model files up to 2 GB (protobuf's limit); so do we."""
 
 MAX_DIMS = 32
+
+_ALIGN = 64
+"""Each payload starts at a multiple of this in the shared block (a cache line; SIMD loads)."""
+
+_GROUP_BYTES = 64 * 2**20
+_GROUP_IOVECS = 512
+_GROUP_GAP = 1 << 16
+"""One ``preadv`` covers payloads while the bytes between two of them (headers) are at most
+``_GROUP_GAP``, up to ``_GROUP_BYTES`` and ``_GROUP_IOVECS`` buffers (Linux allows 1024)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Payload:
+    """A packed float32 payload not read yet: where it lies in the file."""
+
+    offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    payload: _Payload
+    blobs: list[np.ndarray]
+    index: int
+    shape: tuple[int, ...]
 
 
 @dataclass
@@ -120,6 +152,7 @@ def read_blobproto(path: str | Path) -> np.ndarray:
             raise reader.fail("the file is empty")
         holder = ModelLayer("", "")
         reader.blob(holder, size)
+        reader.finish()
         return holder.blobs[0]
 
 
@@ -141,6 +174,7 @@ class _WireReader:
         self.pos = 0
         self.bar = bar
         self.layer: str | None = None
+        self.pending: list[_Pending] = []
 
     # --- errors --------------------------------------------------------------------------------
     def fail(self, message: str, at: int | None = None) -> WeightError:
@@ -214,8 +248,6 @@ class _WireReader:
             raise self.fail(f"truncated: a field needs {n} bytes but only {end - self.pos} remain")
         self.f.seek(n, io.SEEK_CUR)
         self.pos += n
-        if self.bar is not None:
-            self.bar.update(self.pos)
 
     def string(self, end: int) -> str:
         n = self.length(end)
@@ -248,6 +280,7 @@ class _WireReader:
         fmt = "v2" if v2 else ("v0" if any(layer.type.startswith("v0:") for layer in v1) else "v1")
         for layer in v1:
             layer.type = layer.type.removeprefix("v0:")
+        self.finish()
         return CaffeModel(name, fmt, v2 or v1, self.path)
 
     def solver_state(self) -> SolverStateFile:
@@ -270,6 +303,7 @@ class _WireReader:
                 self.skip(wire, end)
         if iteration < 0 or current_step < 0:
             raise self.fail(f"a negative iteration ({iteration}) or step ({current_step})", 0)
+        self.finish()
         return SolverStateFile(iteration, learned, history.blobs, current_step, self.path)
 
     def layer_v2(self, end: int) -> ModelLayer:
@@ -326,7 +360,7 @@ class _WireReader:
         legacy = [0, 0, 0, 0]
         has_legacy = False
         dims: list[int] | None = None
-        chunks: list[np.ndarray] = []
+        chunks: list[np.ndarray | _Payload] = []
         doubles: list[np.ndarray] = []
         while self.pos < end:
             number, wire = self.key(end)
@@ -337,7 +371,7 @@ class _WireReader:
             elif number == 7 and wire == 2:
                 dims = self.blob_shape(self.sub_end(end))
             elif number == 5 and wire == 2:
-                chunks.append(self.packed(self.length(end), np.dtype("<f4"), end))
+                chunks.append(self.payload(self.length(end), end))
             elif number == 5 and wire == 5:
                 chunks.append(self.unpacked_floats(end))
             elif number == 8 and wire == 2:
@@ -348,8 +382,12 @@ class _WireReader:
                 self.skip(wire, end)
         if chunks and doubles:
             raise self.fail("a blob has both float 'data' and 'double_data'", start)
-        parts = chunks or [d.astype(np.float32) for d in doubles]
-        data = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else np.zeros(0, np.float32))
+        deferred = chunks[0] if len(chunks) == 1 and isinstance(chunks[0], _Payload) else None
+        if deferred is not None:
+            data = np.empty(deferred.nbytes // 4, np.float32)  # stands in for its size until finish()
+        else:
+            parts = [self.fetch(c) if isinstance(c, _Payload) else c for c in chunks] or [d.astype(np.float32) for d in doubles]
+            data = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else np.zeros(0, np.float32))
         if dims is not None:
             shape = tuple(dims)
         elif has_legacy:
@@ -363,6 +401,8 @@ class _WireReader:
             raise self.fail(
                 f"blob {len(layer.blobs)} declares shape {list(shape)} ({expected} values) but holds {data.size} values", start
             )
+        if deferred is not None:
+            self.pending.append(_Pending(deferred, layer.blobs, len(layer.blobs), shape))
         layer.blobs.append(data.reshape(shape))
         layer.legacy.append(dims is None and has_legacy)
 
@@ -387,22 +427,113 @@ class _WireReader:
         return value - (1 << 64) if value >= 1 << 63 else value
 
     def packed(self, nbytes: int, dtype: np.dtype, end: int) -> np.ndarray:
+        """Read a packed payload now (double data)."""
         if nbytes % dtype.itemsize:
             raise self.fail(f"packed data of {nbytes} bytes is not a whole number of {dtype.itemsize}-byte values")
         if nbytes > end - self.pos:
             raise self.fail(f"truncated: packed data claims {nbytes} bytes but only {end - self.pos} remain")
         out = np.empty(nbytes // dtype.itemsize, dtype)
-        view = memoryview(out).cast("B")
+        self._read_into(memoryview(out).cast("B"), self.pos)
+        self.pos += nbytes
+        self.f.seek(self.pos)
+        return out
+
+    def payload(self, nbytes: int, end: int) -> _Payload:
+        """Note a packed float32 payload and seek over it; :meth:`finish` reads it."""
+        if nbytes % 4:
+            raise self.fail(f"packed data of {nbytes} bytes is not a whole number of 4-byte values")
+        if nbytes > end - self.pos:
+            raise self.fail(f"truncated: packed data claims {nbytes} bytes but only {end - self.pos} remain")
+        found = _Payload(self.pos, nbytes)
+        self.f.seek(nbytes, io.SEEK_CUR)
+        self.pos += nbytes
+        return found
+
+    def fetch(self, payload: _Payload) -> np.ndarray:
+        """A payload read now (a blob whose data comes in several pieces)."""
+        out = np.empty(payload.nbytes // 4, "<f4")
+        self._read_into(memoryview(out).cast("B"), payload.offset)
+        self.f.seek(self.pos)
+        return out.astype(np.float32, copy=False)
+
+    def _read_into(self, view: memoryview, offset: int) -> None:
+        self.f.seek(offset)
         done = 0
-        while done < nbytes:
+        while done < len(view):
             n = self.f.readinto(view[done : done + (1 << 26)])  # type: ignore[attr-defined]
             if not n:
-                raise self.fail("truncated: the file ended inside blob data")
+                raise self.fail("truncated: the file ended inside blob data", offset + done)
             done += n
-            self.pos += n
-            if self.bar is not None:
-                self.bar.update(self.pos)
-        return out.astype(np.float32, copy=False) if dtype.itemsize == 4 and dtype.byteorder not in ("=", "|") else out
+
+    def finish(self) -> None:
+        """Second pass: read every noted payload into one aligned block and make the blobs views of it."""
+        if not self.pending:
+            return
+        slots, total = [], 0
+        for item in self.pending:
+            slots.append(total)
+            total += -(-item.payload.nbytes // _ALIGN) * _ALIGN
+        spare = np.empty(total + _ALIGN, np.uint8)
+        shift = -spare.ctypes.data % _ALIGN
+        block = spare[shift : shift + total]
+        views = []
+        for item, slot in zip(self.pending, slots):
+            view = block[slot : slot + item.payload.nbytes]
+            views.append(memoryview(view))
+            item.blobs[item.index] = view.view("<f4").reshape(item.shape)
+        self._read_payloads([item.payload for item in self.pending], views)
+        if sys.byteorder != "little":
+            for item in self.pending:
+                item.blobs[item.index] = item.blobs[item.index].astype(np.float32)
+        self.pending = []
+
+    def _read_payloads(self, payloads: list[_Payload], views: list[memoryview]) -> None:
+        """Fill ``views`` from the file: scattered reads over runs of payloads and the headers between them."""
+        fileno = getattr(self.f, "fileno", None)
+        try:
+            fd = fileno() if fileno is not None and hasattr(os, "preadv") else None
+        except (OSError, io.UnsupportedOperation):
+            fd = None
+        if fd is None:
+            for payload, view in zip(payloads, views):
+                self._read_into(view, payload.offset)
+                self._progress(payload.offset + payload.nbytes)
+            return
+        scratch = memoryview(bytearray(_GROUP_GAP))
+        group: list[memoryview] = []
+        start = cursor = 0
+        for payload, view in zip(payloads, views):
+            gap = payload.offset - cursor
+            if group and (gap > _GROUP_GAP or len(group) >= _GROUP_IOVECS or cursor - start >= _GROUP_BYTES):
+                self._preadv(fd, group, start)
+                group = []
+            if not group:
+                start = payload.offset
+            elif gap:
+                group.append(scratch[:gap])
+            group.append(view)
+            cursor = payload.offset + payload.nbytes
+        if group:
+            self._preadv(fd, group, start)
+
+    def _preadv(self, fd: int, buffers: list[memoryview], offset: int) -> None:
+        want = sum(len(b) for b in buffers)
+        done = 0
+        while done < want:
+            n = os.preadv(fd, buffers, offset + done)
+            if n <= 0:
+                raise self.fail("truncated: the file ended inside blob data (did it change while being read?)", offset + done)
+            done += n
+            while buffers and n >= len(buffers[0]):
+                n -= len(buffers[0])
+                buffers = buffers[1:]
+            if n:
+                buffers = [buffers[0][n:], *buffers[1:]]
+        self._progress(offset + want)
+
+    def _progress(self, position: int) -> None:
+        if self.bar is not None:
+            self.bar.update(position)
 
     def unpacked_floats(self, end: int) -> np.ndarray:
         """Non-packed repeated floats: (key, 4 bytes) pairs; read the run in one go."""
