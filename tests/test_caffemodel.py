@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import descriptor_pb2  # noqa: F401  (protobuf is a dependency; used by the bridge tests)
 
 from proto2torch import load_caffemodel, read_caffemodel
+from proto2torch.caffemodel import reader as reader_module
 from proto2torch.caffemodel.reader import read_caffemodel_bytes
 from proto2torch.caffemodel.writer import write_caffemodel
 from proto2torch.errors import WeightError
@@ -109,10 +110,19 @@ def _model_file(tmp_path, layers: list[tuple[str, list[tuple[np.ndarray, int]]]]
     return data, path
 
 
-def test_payloads_are_read_in_a_second_pass_into_one_aligned_block(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("limits", "reads"), [(None, 1), ((1 << 16, 3, 1 << 20), 2), ((0, 512, 1 << 20), 4)], ids=["one read", "three buffers a read", "no gap bridged"]
+)
+def test_payloads_are_read_in_a_second_pass_into_one_aligned_block(tmp_path, monkeypatch, limits, reads) -> None:
     """Every blob, whatever the offsets in the file, equals what was written; single-run payloads are
     64-byte-aligned views of one shared block; a blob written in several runs is joined; reading a file
-    and its bytes (no file descriptor, no ``preadv``) give the same."""
+    and its bytes (no file descriptor, no ``preadv``) give the same, however the scattered reads are
+    grouped (gap, buffers and bytes per ``preadv``)."""
+    if limits is not None:
+        for name, value in zip(("_GROUP_GAP", "_GROUP_IOVECS", "_GROUP_BYTES"), limits):
+            monkeypatch.setattr(reader_module, name, value)
+    real, calls = os.preadv, []
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset: calls.append(offset) or real(fd, buffers, offset))
     rng = np.random.default_rng(3)
     arrays = [rng.standard_normal(shape).astype(np.float32) for shape in [(3,), (5, 2, 3, 3), (7,), (64, 33), (1,)]]
     layers = [("a", [(arrays[0], 1), (arrays[1], 1)]), ("b", [(arrays[2], 3)]), ("c", [(arrays[3], 1), (arrays[4], 1)])]
@@ -125,6 +135,7 @@ def test_payloads_are_read_in_a_second_pass_into_one_aligned_block(tmp_path) -> 
         single = [got[i] for i in (0, 1, 3, 4)]
         assert all(b.ctypes.data % 64 == 0 for b in single)
         assert len({id(_root(b)) for b in single}) == 1
+    assert len(calls) == reads  # the file's four single-run payloads; the bytes have no descriptor
 
 
 def _root(array: np.ndarray) -> np.ndarray:
