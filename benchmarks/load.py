@@ -43,12 +43,9 @@ def main(names: list[str], repeat: int) -> None:
             "peers": f"from load import protobuf_way\nweights = protobuf_way({w!r})",
         }, repeat=repeat)  # fmt: skip
         raw = runs["raw"]
-
-        def ratio(label: str) -> str:
-            return f"{runs[label].median_s / raw.median_s:.2f}x ({runs[label].best_s / raw.best_s:.2f}x)"
-
+        ratio = {label: f"{r.median_s / raw.median_s:.2f}x ({r.best_s / raw.best_s:.2f}x)" for label, r in runs.items()}
         rows.append((
-            name, f"{mib:.0f} MiB", f"{raw.median_s * 1000:.0f} ms ({raw.best_s * 1000:.0f})", ratio("ours"), ratio("built"), ratio("peers"),
+            name, f"{mib:.0f} MiB", f"{raw.median_s * 1000:.0f} ms ({raw.best_s * 1000:.0f})", ratio["ours"], ratio["built"], ratio["peers"],
             f"{runs['built'].peak_mib / mib:.2f}x file", f"{runs['peers'].peak_mib / mib:.2f}x file",
         ))  # fmt: skip
         print(f"{name}: done", file=sys.stderr)
