@@ -216,7 +216,9 @@ def _write_optimized(net, stem: Path) -> int:  # noqa: ANN001
         print(f"  nothing else to write: {saved.load}")
         return 0
     ok = saved.error is not None and saved.error <= 1
-    print(f"  wrote {saved.path} ({fast.choice}; written and reloaded in {saved.build_s:.1f} s; {saved.ms:.2f} ms per call)")
+    for reason in saved.passed_over:
+        print(f"  passed over: {reason}")
+    print(f"  wrote {saved.path} ({saved.choice}; written and reloaded in {saved.build_s:.1f} s; {saved.ms:.2f} ms per call)")
     print(f"  its outputs against the unoptimised module: {'ok' if ok else 'MISMATCH'} ({saved.error if saved.error is not None else float('nan'):.3g}x the 1e-4 tolerance)")
     print(f"  use:  model = {saved.load}")
     return 0 if ok else 1

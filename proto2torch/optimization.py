@@ -25,7 +25,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -130,6 +130,13 @@ class Saved:
     """Median time of one call of the reloaded file on the example inputs."""
     error: float | None = None
     """Its largest output difference from the module, as a multiple of the tolerance."""
+    choice: str | None = None
+    """The candidate written: ``optimize``'s choice, or the next fastest when that could not be saved."""
+    passed_over: list[str] = field(default_factory=list)
+    """Faster candidates that could not be written and loaded again, each with the reason."""
+
+
+_SUFFIX = {"torchscript": ".optimized.pt", "inductor": ".optimized.pt2"}
 
 
 def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Tensor, stem: str | Path, rtol: float = 1e-4, budget_s: float = 0.5) -> Saved:
@@ -139,48 +146,56 @@ def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Te
     * ``inductor`` → ``<stem>.optimized.pt2``: the module exported and compiled ahead of time by
       AOTInductor with freezing (a compiled library inside; it runs on this kind of CPU);
     * ``eager``/``channels_last``: nothing to write, the plain module (in that layout) is the fastest.
+
+    A file is written as ``.part`` and renamed only once it has loaded again.  When the choice cannot be
+    written or loaded back (torch.export cannot trace the net; TorchScript cannot load its own frozen
+    constants), the next fastest compiled candidate that ran is tried, and the result says what was
+    passed over and why; an :class:`~proto2torch.export.ExportError` only when none can be saved.
     """
+    from .export import ExportError, _first_line
+
     inputs = _layout(example_inputs, fast.channels_last)
     layout = ".to(memory_format=torch.channels_last)" if fast.channels_last else ""
-    if fast.choice in ("eager", "channels_last"):
-        return Saved(None, f"the module itself{layout}: no compiled path beat it")
-    start = time.perf_counter()
-    path = Path(f"{stem}.optimized.pt" if fast.choice == "torchscript" else f"{stem}.optimized.pt2")
-    part = path.with_suffix(".part" + path.suffix)  # renamed once it has been reloaded: nothing is left half written
-    try:
-        loaded = _write_and_reload(fast, module, inputs, part)
-        os.replace(part, path)
-    except Exception as exc:  # a file torch writes but cannot load again, or a net torch.export cannot trace
-        part.unlink(missing_ok=True)
-        from .export import ExportError, _first_line
-
-        raise ExportError(
-            f"{fast.choice}, the fastest path, could not be written as {path.name} and loaded again ({_first_line(exc)}); "
-            "the module proto2torch.optimize returns in-process is not affected"
-        ) from None
-    if fast.choice == "torchscript":
-        load = f"torch.jit.load({str(path)!r})"
-    else:
-        load = f"torch._inductor.aoti_load_package({str(path)!r})"
-    if fast.channels_last:
-        load += "  (inputs in channels_last: x.contiguous(memory_format=torch.channels_last))"
-    saved = Saved(path, load, time.perf_counter() - start)
-    with torch.no_grad():
-        want = _flat(module(*example_inputs))
-        got = _flat(loaded(*inputs))
-    saved.error = _difference(want, got, rtol)
-    saved.ms = 1000 * _median_time(loaded, inputs, budget_s)
-    return saved
+    if fast.choice not in _SUFFIX:
+        return Saved(None, f"the module itself{layout}: no compiled path beat it", choice=fast.choice)
+    ran = sorted((c for c in fast.report if c.ms is not None and c.name in _SUFFIX and c.name != fast.choice), key=lambda c: c.ms or 0.0)
+    passed_over: list[str] = []
+    for choice in [fast.choice, *(c.name for c in ran)]:
+        start = time.perf_counter()
+        path = Path(f"{stem}{_SUFFIX[choice]}")
+        part = path.with_suffix(".part" + path.suffix)  # renamed once it has been reloaded: nothing is left half written
+        try:
+            loaded = _write_and_reload(choice, fast.inner if choice == fast.choice else None, module, inputs, fast.channels_last, part)
+            os.replace(part, path)
+        except Exception as exc:  # a file torch writes but cannot load again, or a net torch.export cannot trace
+            part.unlink(missing_ok=True)
+            passed_over.append(f"{choice} could not be written as {path.name} and loaded again ({_first_line(exc)})")
+            continue
+        load = f"torch.jit.load({str(path)!r})" if choice == "torchscript" else f"torch._inductor.aoti_load_package({str(path)!r})"
+        if fast.channels_last:
+            load += "  (inputs in channels_last: x.contiguous(memory_format=torch.channels_last))"
+        saved = Saved(path, load, time.perf_counter() - start, choice=choice, passed_over=passed_over)
+        with torch.no_grad():
+            want = _flat(module(*example_inputs))
+            got = _flat(loaded(*inputs))
+        saved.error = _difference(want, got, rtol)
+        saved.ms = 1000 * _median_time(loaded, inputs, budget_s)
+        return saved
+    first = f"{fast.choice}, the fastest path, " + passed_over[0].removeprefix(f"{fast.choice} ")
+    raise ExportError("; ".join([first, *passed_over[1:]]) + "; the module proto2torch.optimize returns in-process is not affected")
 
 
-def _write_and_reload(fast: Optimized, module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> Callable:
-    """``fast``'s choice written to ``path`` (TorchScript, or AOTInductor compiled ahead of time), and loaded back."""
-    if fast.choice == "torchscript":
-        torch.jit.save(fast.inner, str(path))
+def _write_and_reload(choice: str, inner: Callable | None, module: nn.Module, inputs: tuple[torch.Tensor, ...], channels_last: bool, path: Path) -> Callable:
+    """Candidate ``choice`` written to ``path`` (TorchScript, or AOTInductor compiled ahead of time) and loaded
+    back; ``inner`` is the candidate already built, if it was (TorchScript's frozen module is saved as it is)."""
+    if choice == "torchscript":
+        with _quiet(), torch.no_grad():
+            frozen = inner if inner is not None else _torchscript(module, inputs, channels_last)
+        torch.jit.save(frozen, str(path))
         return torch.jit.load(str(path))
     import torch._inductor.config as inductor_config
 
-    model = _channels_last_copy(module) if fast.channels_last else module
+    model = _channels_last_copy(module) if channels_last else module
     with _quiet(), torch.no_grad(), inductor_config.patch(freezing=True):
         exported = torch.export.export(model, tuple(inputs))
         torch._inductor.aoti_compile_and_package(exported, package_path=str(path))

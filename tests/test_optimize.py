@@ -108,3 +108,28 @@ def test_save_optimized_that_cannot_reload_its_file_leaves_none_and_says_why(tmp
     with pytest.raises(ExportError, match=r"torchscript, the fastest path, could not be written as bn\.optimized\.pt and loaded again \(RuntimeError: required keyword"):
         optimize_module.save_optimized(fast, module, *inputs, stem=tmp_path / "bn")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_optimized_falls_back_to_the_next_fastest_candidate_it_can_save(tmp_path, monkeypatch) -> None:
+    """When optimize's choice cannot be written and loaded again, the other compiled candidate is saved
+    (and checked) instead, and the result names what was passed over and why; when neither can be, the
+    error lists both and nothing is left on disk."""
+    module, inputs = _module("layer_bn_scale")
+    fast = proto2torch.optimize(module, *inputs, candidates=("torchscript", "inductor"))
+    assert fast.choice in ("torchscript", "inductor")
+    other = "inductor" if fast.choice == "torchscript" else "torchscript"
+    broken = {"torchscript": (torch.jit, "load"), "inductor": (torch._inductor, "aoti_load_package")}
+
+    def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("cannot load this file")
+
+    monkeypatch.setattr(*broken[fast.choice], fail)
+    saved = optimize_module.save_optimized(fast, module, *inputs, stem=tmp_path / "bn")
+    assert saved.choice == other and saved.path == tmp_path / ("bn.optimized.pt2" if other == "inductor" else "bn.optimized.pt")
+    assert saved.error is not None and saved.error <= 1 and saved.path.is_file()
+    assert saved.passed_over == [f"{fast.choice} could not be written as {'bn.optimized.pt' if fast.choice == 'torchscript' else 'bn.optimized.pt2'} and loaded again (RuntimeError: cannot load this file)"]
+    saved.path.unlink()
+    monkeypatch.setattr(*broken[other], fail)
+    with pytest.raises(ExportError, match=rf"{fast.choice}, the fastest path, could not be written .*; {other} could not be written .*not affected"):
+        optimize_module.save_optimized(fast, module, *inputs, stem=tmp_path / "bn")
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("bn")] == []
