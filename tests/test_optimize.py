@@ -133,3 +133,31 @@ def test_save_optimized_falls_back_to_the_next_fastest_candidate_it_can_save(tmp
     with pytest.raises(ExportError, match=rf"{fast.choice}, the fastest path, could not be written .*; {other} could not be written .*not affected"):
         optimize_module.save_optimized(fast, module, *inputs, stem=tmp_path / "bn")
     assert [p for p in tmp_path.iterdir() if p.name.startswith("bn")] == []
+
+
+@pytest.mark.parametrize(("size", "beta", "k"), [(5, 0.75, 1.0), (3, 0.5, 2.0), (5, 0.6, 1.0), (7, 0.75, 0.5), (1, 0.75, 1.0)])
+def test_fast_lrn_computes_torchs_local_response_norm(size, beta, k) -> None:
+    """The window's sum from shifted slices and the power from rsqrt/sqrt (or exp/log) give torch's LRN
+    (Caffe's ACROSS_CHANNELS arithmetic) to float rounding, channel edges included; not 4-d: torch's own."""
+    x = torch.randn(2, 9, 6, 5, generator=torch.Generator().manual_seed(size)) * 20
+    want = torch.nn.LocalResponseNorm(size, 1e-2, beta, k)(x)
+    got = optimize_module.FastLRN(size, 1e-2, beta, k)(x)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    flat = torch.randn(3, 9, 4)
+    assert torch.equal(optimize_module.FastLRN(size, 1e-2, beta, k)(flat), torch.nn.LocalResponseNorm(size, 1e-2, beta, k)(flat))
+
+
+def test_optimize_swaps_lrn_in_a_copy_that_shares_the_weights() -> None:
+    """Every candidate runs with FastLRN; the caller's module keeps torch's LocalResponseNorm and the
+    copy shares its parameters rather than duplicating them; a window too wide keeps torch's."""
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.LocalResponseNorm(5, 1e-2, 0.75), torch.nn.LocalResponseNorm(17)).eval()
+    swapped = optimize_module._with_fast_lrn(module)
+    assert isinstance(swapped[1], optimize_module.FastLRN) and isinstance(swapped[2], torch.nn.LocalResponseNorm)
+    assert isinstance(module[1], torch.nn.LocalResponseNorm) and swapped[0].weight is module[0].weight
+    plain = torch.nn.Sequential(torch.nn.ReLU())
+    assert optimize_module._with_fast_lrn(plain) is plain
+    x = torch.randn(1, 3, 12, 12) * 10
+    fast = proto2torch.optimize(module, x, candidates=("eager",))
+    assert any(isinstance(m, optimize_module.FastLRN) for m in fast.inner.modules())
+    with torch.no_grad():
+        assert torch.allclose(fast(x), module(x), rtol=1e-5, atol=1e-6)
