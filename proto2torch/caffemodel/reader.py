@@ -57,6 +57,13 @@ class _Payload:
     nbytes: int
 
 
+_FLOAT32 = np.dtype("<f4")
+"""Caffe's float data on disk."""
+
+_UNREAD = np.empty(0, np.float32)
+"""Holds a blob's place in its layer until :meth:`_WireReader.finish` reads it."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
     payload: _Payload
@@ -384,26 +391,25 @@ class _WireReader:
             raise self.fail("a blob has both float 'data' and 'double_data'", start)
         deferred = chunks[0] if len(chunks) == 1 and isinstance(chunks[0], _Payload) else None
         if deferred is not None:
-            data = np.empty(deferred.nbytes // 4, np.float32)  # stands in for its size until finish()
+            data, size = _UNREAD, deferred.nbytes // 4  # finish() reads it into its place
         else:
             parts = [self.fetch(c) if isinstance(c, _Payload) else c for c in chunks] or [d.astype(np.float32) for d in doubles]
             data = parts[0] if len(parts) == 1 else (np.concatenate(parts) if parts else np.zeros(0, np.float32))
+            size = data.size
         if dims is not None:
             shape = tuple(dims)
         elif has_legacy:
             shape = tuple(legacy)
         else:
-            shape = (data.size,)
+            shape = (size,)
         if any(d < 0 for d in shape):
             raise self.fail(f"blob {len(layer.blobs)} declares a negative dimension {list(shape)}", start)
         expected = int(np.prod(shape, dtype=np.float64)) if shape else 1
-        if expected != data.size:
-            raise self.fail(
-                f"blob {len(layer.blobs)} declares shape {list(shape)} ({expected} values) but holds {data.size} values", start
-            )
+        if expected != size:
+            raise self.fail(f"blob {len(layer.blobs)} declares shape {list(shape)} ({expected} values) but holds {size} values", start)
         if deferred is not None:
             self.pending.append(_Pending(deferred, layer.blobs, len(layer.blobs), shape))
-        layer.blobs.append(data.reshape(shape))
+        layer.blobs.append(data if deferred is not None else data.reshape(shape))
         layer.legacy.append(dims is None and has_legacy)
 
     def blob_shape(self, end: int) -> list[int]:
@@ -426,22 +432,10 @@ class _WireReader:
     def signed(value: int) -> int:
         return value - (1 << 64) if value >= 1 << 63 else value
 
-    def packed(self, nbytes: int, dtype: np.dtype, end: int) -> np.ndarray:
-        """Read a packed payload now (double data)."""
-        if nbytes % dtype.itemsize:
-            raise self.fail(f"packed data of {nbytes} bytes is not a whole number of {dtype.itemsize}-byte values")
-        if nbytes > end - self.pos:
-            raise self.fail(f"truncated: packed data claims {nbytes} bytes but only {end - self.pos} remain")
-        out = np.empty(nbytes // dtype.itemsize, dtype)
-        self._read_into(memoryview(out).cast("B"), self.pos)
-        self.pos += nbytes
-        self.f.seek(self.pos)
-        return out
-
-    def payload(self, nbytes: int, end: int) -> _Payload:
-        """Note a packed float32 payload and seek over it; :meth:`finish` reads it."""
-        if nbytes % 4:
-            raise self.fail(f"packed data of {nbytes} bytes is not a whole number of 4-byte values")
+    def payload(self, nbytes: int, end: int, itemsize: int = 4) -> _Payload:
+        """Note a packed payload and seek over it; :meth:`finish` (or :meth:`fetch`) reads it."""
+        if nbytes % itemsize:
+            raise self.fail(f"packed data of {nbytes} bytes is not a whole number of {itemsize}-byte values")
         if nbytes > end - self.pos:
             raise self.fail(f"truncated: packed data claims {nbytes} bytes but only {end - self.pos} remain")
         found = _Payload(self.pos, nbytes)
@@ -449,12 +443,16 @@ class _WireReader:
         self.pos += nbytes
         return found
 
-    def fetch(self, payload: _Payload) -> np.ndarray:
-        """A payload read now (a blob whose data comes in several pieces)."""
-        out = np.empty(payload.nbytes // 4, "<f4")
+    def packed(self, nbytes: int, dtype: np.dtype, end: int) -> np.ndarray:
+        """A packed payload read now (double data)."""
+        return self.fetch(self.payload(nbytes, end, dtype.itemsize), dtype)
+
+    def fetch(self, payload: _Payload, dtype: np.dtype = _FLOAT32) -> np.ndarray:
+        """A noted payload read now, in native byte order (a blob whose data comes in several pieces)."""
+        out = np.empty(payload.nbytes // dtype.itemsize, dtype)
         self._read_into(memoryview(out).cast("B"), payload.offset)
         self.f.seek(self.pos)
-        return out.astype(np.float32, copy=False)
+        return out.astype(dtype.newbyteorder("="), copy=False)
 
     def _read_into(self, view: memoryview, offset: int) -> None:
         self.f.seek(offset)
