@@ -3,9 +3,11 @@ median timings, and peak memory measured in a fresh process."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -144,6 +146,14 @@ def fresh_runs(codes: dict[str, str], repeat: int = 5) -> dict[str, Runs]:
         )
         for label, rs in runs.items()
     }
+
+
+def scratch(prefix: str) -> Path:
+    """A temporary folder for a benchmark's files, removed when the process exits (the emitted weights
+    of VGG-16 alone are 0.5 GB for each batch size)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def table(rows: list[tuple[str, ...]]) -> str:

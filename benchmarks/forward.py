@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import median_seconds, model, table
+from _common import median_seconds, model, scratch, table
 from torch import Tensor, nn
 
 
@@ -222,7 +223,7 @@ def main() -> None:
     from proto2torch.api import load_net, with_weights
     from proto2torch.passes import run_passes
 
-    work = Path(tempfile.mkdtemp(prefix="proto2torch-forward-"))
+    work = scratch("proto2torch-forward-")
     summary = [("net", "batch", "OpenCV dnn", "Caffe", "fastest proto2torch path", "time", "build s", "OpenCV / fastest")]
     print(f"{args.threads} threads, torch {torch.__version__}; medians after 3 warm-up forwards ({args.repeat} at most, 3 at least)")
     for name in args.nets.split(","):
@@ -246,6 +247,7 @@ def main() -> None:
                 results.append((label, seconds, built))
                 print(f"{name} {batch}: {label}: {seconds * 1000:.1f} ms (built in {built:.1f} s)", file=sys.stderr, flush=True)
                 del module
+            shutil.rmtree(work / f"{name}-{batch}", ignore_errors=True)  # its emitted weights
             repeat = max(3, min(args.repeat, int(args.budget / min(t for _, t, _ in results))))
             cv = opencv_seconds(prototxt, weights, x.numpy(), args.threads, repeat)
             caffe = caffe_seconds(prototxt, weights, x.numpy(), args.threads, repeat)

@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 import torch
-from _common import CASES, median_seconds, table
+from _common import CASES, median_seconds, scratch, table
 
 
 def multiply_adds(net: object) -> int:
@@ -39,9 +39,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    import tempfile
-    from pathlib import Path
-
     from proto2torch.api import load_net, with_weights
     from proto2torch.backend.live import build_graph_module
     from proto2torch.backend.source import load_emitted
@@ -56,7 +53,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x227 = torch.from_numpy(rng.uniform(-100, 100, (1, 3, 227, 227)).astype(np.float32))
     x451 = torch.from_numpy(rng.uniform(-100, 100, (1, 3, 451, 451)).astype(np.float32))
-    work = Path(tempfile.mkdtemp(prefix="proto2torch-fullyconv-"))
+    work = scratch("proto2torch-fullyconv-")
     builders = {
         "live module": lambda net, x, tag: build_graph_module(net),
         "emitted source": lambda net, x, tag: load_emitted(net, work / tag),

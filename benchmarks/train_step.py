@@ -11,12 +11,10 @@ one step (forward, backward, update) of each, and the ratio ours / hand-written.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
-from _common import median_seconds
+from _common import median_seconds, scratch
 from torch import nn
 
 CLASSIFIER = """
@@ -54,7 +52,7 @@ def main() -> None:
     from proto2torch.api import with_weights
     from proto2torch.train import Trainer, load_solver, load_train_net, trainable
 
-    work = Path(tempfile.mkdtemp(prefix="proto2torch-train-bench-"))
+    work = scratch("proto2torch-train-bench-")
     (work / "net.prototxt").write_text(CLASSIFIER % {"n": args.batch})
     (work / "solver.prototxt").write_text(SOLVER)
     config = load_solver(work / "solver.prototxt")
