@@ -5,10 +5,11 @@ Candidates, each built, checked against the module's outputs on the example inpu
 
 * ``eager``: the module as it is (the baseline);
 * ``channels_last``: the same with NHWC memory (oneDNN's preferred layout on CPUs);
-* ``winograd``: channels_last, with every 3×3 stride-1 convolution run by proto2torch's own Winograd
-  F(4×4, 3×3) kernel (:mod:`proto2torch.kernels`, compiled for this machine on first use; a ReLU that
-  only reads the convolution is folded into it): a quarter of the multiplications, which is what VGG's
-  convolutions need to run faster than oneDNN's direct ones;
+* ``kernels``: channels_last, with proto2torch's own CPU kernels (:mod:`proto2torch.kernels`, compiled
+  for this machine on first use): every 3×3 stride-1 convolution by a Winograd F(4×4, 3×3) (a quarter
+  of the multiplications, which is what VGG's convolutions need to run faster than oneDNN's direct
+  ones; a ReLU that only reads the convolution is folded into it), and fully connected layers at
+  batch 1 to 4 by a matrix-vector product that streams the weights at the memory's speed;
 * ``torchscript``: traced, frozen (weights folded into the graph) and ``optimize_for_inference``d, which
   folds BatchNorm/Scale arithmetic into convolutions;
 * ``inductor``: ``torch.compile`` with inductor's ``freezing`` (constant folding, convolution+BN+ReLU
@@ -39,7 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-CANDIDATES = ("eager", "channels_last", "winograd", "torchscript", "inductor")
+CANDIDATES = ("eager", "channels_last", "kernels", "torchscript", "inductor")
 
 
 @dataclass
@@ -115,8 +116,8 @@ def optimize(module: nn.Module, *example_inputs: torch.Tensor, candidates: Seque
         attempt("eager", lambda: module, False)
     if "channels_last" in candidates and spatial:
         attempt("channels_last", lambda: _channels_last_copy(module), True)
-    if "winograd" in candidates and spatial:
-        attempt("winograd", lambda: _winograd(module), True)
+    if "kernels" in candidates:
+        attempt("kernels", lambda: _own_kernels(module, spatial), spatial)
     fast_layout = _faster(report, "channels_last", "eager")
     if "torchscript" in candidates:
         attempt("torchscript", lambda: _torchscript(module, inputs, fast_layout), fast_layout)
@@ -157,7 +158,7 @@ def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Te
     * ``inductor`` → ``<stem>.optimized.pt2``: the module exported and compiled ahead of time by
       AOTInductor with freezing (a compiled library inside; it runs on this kind of CPU);
     * ``eager``/``channels_last``: nothing to write, the plain module (in that layout) is the fastest;
-    * ``winograd``: no file format carries proto2torch's kernel, so the fastest compiled candidate is
+    * ``kernels``: no file format carries proto2torch's kernels, so the fastest compiled candidate is
       written instead, and the result says so.
 
     A file is written as ``.part`` and renamed only once it has loaded again.  When the choice cannot be
@@ -170,8 +171,8 @@ def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Te
     inputs = _layout(example_inputs, fast.channels_last)
     layout = ".to(memory_format=torch.channels_last)" if fast.channels_last else ""
     passed_over: list[str] = []
-    if fast.choice == "winograd":
-        passed_over.append("winograd runs proto2torch's kernel, compiled in this process: no file torch loads alone carries it")
+    if fast.choice == "kernels":
+        passed_over.append("kernels runs proto2torch's kernels, compiled in this process: no file torch loads alone carries them")
     elif fast.choice not in _SUFFIX:
         return Saved(None, f"the module itself{layout}: no compiled path beat it", choice=fast.choice)
     ran = sorted((c for c in fast.report if c.ms is not None and c.name in _SUFFIX and c.name != fast.choice), key=lambda c: c.ms or 0.0)
@@ -196,7 +197,7 @@ def save_optimized(fast: Optimized, module: nn.Module, *example_inputs: torch.Te
         saved.error = _difference(want, got, rtol)
         saved.ms = 1000 * _median_time(loaded, inputs, budget_s)
         return saved
-    if not passed_over[1:] and fast.choice == "winograd":
+    if not passed_over[1:] and fast.choice == "kernels":
         passed_over.append("no compiled candidate (torchscript, inductor) ran to write instead")
     first = f"{fast.choice}, the fastest path, " + passed_over[0].removeprefix(f"{fast.choice} ")
     raise ExportError("; ".join([first, *passed_over[1:]]) + "; the module proto2torch.optimize returns in-process is not affected")
@@ -280,13 +281,13 @@ def _channels_last_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module).to(memory_format=torch.channels_last)
 
 
-def _winograd(module: nn.Module) -> nn.Module:
-    from .kernels import with_winograd
+def _own_kernels(module: nn.Module, channels_last: bool) -> nn.Module:
+    from .kernels import with_kernels
 
-    swapped, count = with_winograd(module)
+    swapped, count = with_kernels(_channels_last_copy(module) if channels_last else module)  # the caller's weights keep their layout
     if not count:
-        raise LookupError("no 3x3 stride-1 convolution to run with it")
-    return swapped.to(memory_format=torch.channels_last)
+        raise LookupError("no 3x3 stride-1 convolution or fully connected layer to run with them")
+    return swapped
 
 
 def _torchscript(module: nn.Module, inputs: tuple[torch.Tensor, ...], channels_last: bool) -> Callable:

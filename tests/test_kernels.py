@@ -1,6 +1,7 @@
-"""proto2torch's own CPU kernel: Winograd F(4x4, 3x3) against PyTorch's convolution (in float64) and
-against Caffe's outputs, swapped into modules (a ReLU folded in where it is the only reader), measured
-by ``optimize`` as its ``winograd`` candidate, and never written where no file format carries it."""
+"""proto2torch's own CPU kernels: Winograd F(4x4, 3x3) against PyTorch's convolution (in float64) and
+against Caffe's outputs, the small-batch fully connected layer against ``F.linear``, both swapped into
+modules (a ReLU folded in where it is the convolution's only reader), measured by ``optimize`` as its
+``kernels`` candidate, and never written where no file format carries them."""
 
 from __future__ import annotations
 
@@ -71,8 +72,8 @@ def test_winograd_refuses_what_it_cannot_compute() -> None:
 def test_a_missing_compiler_is_a_typed_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    with pytest.raises(kernels.KernelUnavailable, match="compiling winograd.cpp with .*no-such-compiler failed"):
-        kernels._build("winograd")
+    with pytest.raises(kernels.KernelUnavailable, match="compiling gemv.cpp with .*no-such-compiler failed"):
+        kernels._build("gemv")
     assert not list((tmp_path / "proto2torch" / "kernels").glob("*.so"))
 
 
@@ -89,10 +90,10 @@ class _Net(nn.Module):
         return self.relu_c(c) + c
 
 
-def test_with_winograd_swaps_eligible_convolutions_and_folds_a_lone_relu() -> None:
+def test_with_kernels_swaps_eligible_convolutions_and_folds_a_lone_relu() -> None:
     torch.manual_seed(0)
     module = fx.symbolic_trace(_Net().eval())
-    swapped, count = kernels.with_winograd(module)
+    swapped, count = kernels.with_kernels(module)
     assert count == 2 and isinstance(module.get_submodule("b"), nn.Conv2d)
     assert isinstance(swapped.get_submodule("b"), kernels.WinogradConv2d) and swapped.get_submodule("b").relu
     assert not swapped.get_submodule("c").relu and not hasattr(swapped, "relu_b") and hasattr(swapped, "relu_c")
@@ -100,11 +101,11 @@ def test_with_winograd_swaps_eligible_convolutions_and_folds_a_lone_relu() -> No
     x = torch.randn(2, 3, 11, 10)
     with torch.no_grad():
         assert torch.allclose(swapped(x), module(x), rtol=1e-5, atol=1e-5)
-    plain, count = kernels.with_winograd(nn.Sequential(nn.Conv2d(16, 16, 3), nn.ReLU()))
+    plain, count = kernels.with_kernels(nn.Sequential(nn.Conv2d(16, 16, 3), nn.ReLU()))
     assert count == 1 and isinstance(plain[0], kernels.WinogradConv2d) and not plain[0].relu and isinstance(plain[1], nn.ReLU)
 
 
-def test_optimize_measures_the_winograd_candidate_against_caffes_outputs() -> None:
+def test_optimize_measures_the_kernels_candidate_against_caffes_outputs() -> None:
     """SqueezeNet 1.1's 3x3 expand convolutions run by the kernel stay within verify's tolerance of
     what real Caffe computed, and ``optimize`` reports the candidate like any other."""
     case = Case.load(CASES_DIR / "net_squeezenet11")
@@ -113,10 +114,10 @@ def test_optimize_measures_the_winograd_candidate_against_caffes_outputs() -> No
     net = proto2torch.with_weights(net, {layer: blobs for layer, _, blobs in recipe_layers(case.recipe)})
     module = proto2torch.to_torch(net)
     x = [torch.from_numpy(v) for v in inputs.values()]
-    fast = proto2torch.optimize(module, *x, candidates=("eager", "winograd"))
-    entry = next(c for c in fast.report if c.name == "winograd")
+    fast = proto2torch.optimize(module, *x, candidates=("eager", "kernels"))
+    entry = next(c for c in fast.report if c.name == "kernels")
     assert entry.skipped is None and entry.ms is not None and entry.error is not None and entry.error <= 1, fast.table()
-    swapped = optimize_module._winograd(module)
+    swapped = optimize_module._own_kernels(module, channels_last=True)
     assert sum(isinstance(m, kernels.WinogradConv2d) for m in swapped.modules()) == 8
     with torch.no_grad():
         got = swapped(*x)
@@ -126,24 +127,27 @@ def test_optimize_measures_the_winograd_candidate_against_caffes_outputs() -> No
     for blob, value in (got.items() if isinstance(got, dict) else [(net.outputs and net.values[net.outputs[0]].blob, got)]):
         assert error_ratio(reference[blob], value.numpy(), 1e-4) <= 1, blob
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1))
-    skipped = proto2torch.optimize(plain, torch.randn(1, 3, 8, 8), candidates=("eager", "winograd"))
-    assert next(c for c in skipped.report if c.name == "winograd").skipped == "could not build: LookupError: no 3x3 stride-1 convolution to run with it"
+    skipped = proto2torch.optimize(plain, torch.randn(1, 3, 8, 8), candidates=("eager", "kernels"))
+    assert next(c for c in skipped.report if c.name == "kernels").skipped == (
+        "could not build: LookupError: no 3x3 stride-1 convolution or fully connected layer to run with them"
+    )
+    assert all(p.is_contiguous() for p in module.parameters())  # the caller's weights keep their layout
 
 
-def test_save_optimized_writes_the_fastest_compiled_candidate_when_winograd_wins(tmp_path) -> None:
+def test_save_optimized_writes_the_fastest_compiled_candidate_when_the_kernels_win(tmp_path) -> None:
     case = Case.load(CASES_DIR / "layer_bn_scale")
     inputs = case.inputs()
     net = proto2torch.load_net(case.prototxt, {k: v.shape for k, v in inputs.items()})
     module = proto2torch.to_torch(proto2torch.with_weights(net, {layer: blobs for layer, _, blobs in recipe_layers(case.recipe)}))
     x = [torch.from_numpy(v) for v in inputs.values()]
     fast = proto2torch.optimize(module, *x, candidates=("torchscript",))
-    fast.choice = "winograd"  # the case where the kernel was the fastest
+    fast.choice = "kernels"  # the case where the kernels were the fastest
     saved = optimize_module.save_optimized(fast, module, *x, stem=tmp_path / "net")
     assert saved.choice == "torchscript" and saved.path == tmp_path / "net.optimized.pt" and saved.error is not None and saved.error <= 1
-    assert saved.passed_over == ["winograd runs proto2torch's kernel, compiled in this process: no file torch loads alone carries it"]
+    assert saved.passed_over == ["kernels runs proto2torch's kernels, compiled in this process: no file torch loads alone carries them"]
     alone = proto2torch.optimize(module, *x, candidates=("eager",))
-    alone.choice = "winograd"
-    with pytest.raises(ExportError, match="winograd, the fastest path, runs proto2torch's kernel.*; no compiled candidate"):
+    alone.choice = "kernels"
+    with pytest.raises(ExportError, match="kernels, the fastest path, runs proto2torch's kernels.*; no compiled candidate"):
         optimize_module.save_optimized(alone, module, *x, stem=tmp_path / "alone")
     assert not list(tmp_path.glob("alone*"))
 
@@ -154,3 +158,29 @@ def test_transformed_weights_survive_a_change_of_memory_format() -> None:
     x = torch.randn(1, 16, 9, 9)
     with torch.no_grad():
         assert np.allclose(module(x).numpy(), conv(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("batch", "features", "axis"), [(1, 25, None), (3, 40, None), (4, 17, None), (5, 33, None), (2, 24, 1)])
+def test_small_batch_linear_equals_torchs(batch, features, axis) -> None:
+    """Batches of one to four rows go to the kernel (four rows at a time, and the rows and features left
+    over), more to F.linear; Caffe's InnerProduct is flattened from its axis first; a gradient is F.linear's."""
+    from proto2torch.backend.caffe_ops import InnerProduct
+
+    torch.manual_seed(batch)
+    layer = InnerProduct(features, 7, axis=axis) if axis is not None else nn.Linear(features, 7)
+    fast = kernels.FastLinear(layer)
+    x = torch.randn(batch, 2, 3, 4) if axis is not None else torch.randn(batch, features)
+    with torch.no_grad():
+        want = layer(x)
+        got = fast(x)
+    assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert fast.weight is layer.weight
+    if batch <= 4:
+        with torch.no_grad():
+            direct = torch.ops.proto2torch.small_batch_linear(torch.flatten(x, 1), layer.weight, layer.bias)
+        assert torch.allclose(direct, want, rtol=1e-5, atol=1e-5)
+    fast(x).sum().backward()  # the layer's weights require gradients: F.linear's path
+    assert layer.weight.grad is not None
+    assert kernels.linear_eligible(layer) and not kernels.linear_eligible(nn.Linear(3, 3).double())
+    with pytest.raises(RuntimeError, match=r"\[1..4, in\] float32"):
+        torch.ops.proto2torch.small_batch_linear(torch.randn(5, features), layer.weight, layer.bias)

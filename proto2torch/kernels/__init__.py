@@ -1,10 +1,14 @@
 """CPU kernels of proto2torch's own, compiled on this machine the first time one is needed.
 
-``winograd.cpp`` is a Winograd F(4×4, 3×3) convolution (3×3 kernels, stride 1, no dilation, one group):
-36 multiply-adds per 16 outputs and input channel where a direct convolution does 144, which is how
-OpenCV's dnn runs VGG's convolutions faster than oneDNN's direct ones.  :func:`with_winograd` puts it
-in place of a module's eligible ``nn.Conv2d``\\ s; ``proto2torch.optimize`` measures that as its
-``winograd`` candidate and keeps it only where it is faster and its outputs stay within tolerance.
+* ``winograd.cpp``: a Winograd F(4×4, 3×3) convolution (3×3 kernels, stride 1, no dilation, one
+  group): 36 multiply-adds per 16 outputs and input channel where a direct convolution does 144, which
+  is how OpenCV's dnn runs VGG's convolutions faster than oneDNN's direct ones;
+* ``gemv.cpp``: a fully connected layer at batch 1 to 4, a matrix-vector product that streams the
+  weights once at the memory's speed (MKL's ``sgemv`` takes twice as long on AMD CPUs).
+
+:func:`with_kernels` puts them in place of a module's eligible ``nn.Conv2d``\\ s and ``nn.Linear``\\ s;
+``proto2torch.optimize`` measures that as its ``kernels`` candidate and keeps it only where it is
+faster and its outputs stay within tolerance.
 
 The source is built with the C++ compiler PyTorch's own extensions use (``$CXX``, else ``c++``), for
 this CPU (``-march=native``), against the installed torch, into ``$XDG_CACHE_HOME/proto2torch/kernels``
@@ -33,23 +37,24 @@ _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24,
 """F(4, 3)'s kernel transform (Lavin & Gray): U = G g Gᵀ for each 3×3 kernel g."""
 
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
-_loaded: str | None = None
+_SOURCES = ("winograd", "gemv")
+_loaded: list[str] = []
 
 
 class KernelUnavailable(RuntimeError):
     """A kernel could not be built or loaded here (no compiler, a failed build): the caller keeps PyTorch's own."""
 
 
-def load_winograd() -> str:
-    """Build (once per machine) and load the Winograd kernel; the path of the library loaded."""
-    global _loaded
-    if _loaded is None:
-        library = _build("winograd")
-        try:
-            torch.ops.load_library(str(library))
-        except OSError as exc:
-            raise KernelUnavailable(f"could not load {library}: {exc}") from exc
-        _loaded = str(library)
+def load_kernels() -> list[str]:
+    """Build (once per machine) and load every kernel; the paths of the libraries loaded."""
+    if not _loaded:
+        libraries = [_build(name) for name in _SOURCES]
+        for library in libraries:
+            try:
+                torch.ops.load_library(str(library))
+            except OSError as exc:
+                raise KernelUnavailable(f"could not load {library}: {exc}") from exc
+        _loaded.extend(map(str, libraries))
     return _loaded
 
 
@@ -130,7 +135,7 @@ class WinogradConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, relu: bool = False):
         super().__init__()
-        load_winograd()
+        load_kernels()
         self.out_channels = conv.out_channels
         self.padding = tuple(conv.padding)
         self.relu = relu
@@ -146,8 +151,37 @@ class WinogradConv2d(nn.Module):
         return f"out_channels={self.out_channels}, padding={self.padding}, relu={self.relu}"
 
 
-def with_winograd(module: nn.Module) -> tuple[nn.Module, int]:
-    """A copy of ``module`` with each eligible ``nn.Conv2d`` run by :class:`WinogradConv2d`, and how many.
+class FastLinear(nn.Module):
+    """``nn.Linear`` (or Caffe's InnerProduct: flattened from ``axis`` first) whose batches of one to four
+    float32 rows go to the streaming matrix-vector kernel; anything else to ``F.linear``.  Shares the
+    layer's weights."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        load_kernels()
+        self.weight, self.bias = linear.weight, linear.bias
+        self.axis: int | None = getattr(linear, "axis", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.axis is not None:
+            x = torch.flatten(x, self.axis)
+        small = x.dim() == 2 and x.shape[0] <= 4 and x.dtype == torch.float32 and x.device.type == "cpu"
+        if not small or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            return nn.functional.linear(x, self.weight, self.bias)
+        bias = self.bias.detach() if self.bias is not None else torch.empty(0)
+        return torch.ops.proto2torch.small_batch_linear(x, self.weight.detach(), bias)
+
+
+def linear_eligible(module: nn.Module) -> bool:
+    """An ``nn.Linear`` or Caffe's InnerProduct with float32 weights (others compute something else)."""
+    from ..backend.caffe_ops import InnerProduct
+
+    return type(module) in (nn.Linear, InnerProduct) and module.weight.dtype == torch.float32 and module.weight.is_contiguous()
+
+
+def with_kernels(module: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``module`` with each eligible ``nn.Conv2d`` run by :class:`WinogradConv2d` and each fully
+    connected layer by :class:`FastLinear`, and how many layers were swapped.
 
     In a ``torch.fx.GraphModule`` a ReLU module that is a convolution's only reader is folded into it.
     Weights not transformed are shared with ``module``, never copied.
@@ -157,6 +191,10 @@ def with_winograd(module: nn.Module) -> tuple[nn.Module, int]:
     shared = {id(t): t for t in (*module.parameters(), *module.buffers())}
     clone = copy.deepcopy(module, shared)
     swapped = 0
+    for name, sub in list(clone.named_modules()):
+        if name and linear_eligible(sub):
+            _replace(clone, name, FastLinear(sub))
+            swapped += 1
     if isinstance(clone, fx.GraphModule):
         calls = Counter(node.target for node in clone.graph.nodes if node.op == "call_module")
         for node in list(clone.graph.nodes):

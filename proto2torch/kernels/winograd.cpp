@@ -221,7 +221,7 @@ at::Tensor winograd_conv(const at::Tensor& input, const at::Tensor& u, const at:
   return y;
 }
 
-TORCH_LIBRARY(proto2torch, m) {
+TORCH_LIBRARY_FRAGMENT(proto2torch, m) {
   m.def("winograd_conv(Tensor x, Tensor u, Tensor bias, int K, int pad_h, int pad_w, bool relu) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(proto2torch, CPU, m) { m.impl("winograd_conv", winograd_conv); }
