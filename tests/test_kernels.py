@@ -184,3 +184,18 @@ def test_small_batch_linear_equals_torchs(batch, features, axis) -> None:
     assert kernels.linear_eligible(layer) and not kernels.linear_eligible(nn.Linear(3, 3).double())
     with pytest.raises(RuntimeError, match=r"\[1..4, in\] float32"):
         torch.ops.proto2torch.small_batch_linear(torch.randn(5, features), layer.weight, layer.bias)
+
+
+def test_inductor_compiles_around_the_kernels() -> None:
+    """``kernels_inductor``: torch.compile traces through both kernels (their output shapes are
+    registered) and calls them as they are; the result stays within tolerance and is reported."""
+    torch.manual_seed(1)
+    module = fx.symbolic_trace(nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 25, 10)).eval())
+    x = torch.randn(1, 16, 10, 10)
+    fast = proto2torch.optimize(module, x, candidates=("kernels", "kernels_inductor"))
+    entry = next(c for c in fast.report if c.name == "kernels_inductor")
+    assert entry.skipped is None and entry.error is not None and entry.error <= 1, fast.table()
+    with torch.no_grad():  # inference: with gradients wanted, the fully connected layer is F.linear's
+        traced = torch.export.export(optimize_module._own_kernels(module, channels_last=True), (x.contiguous(memory_format=torch.channels_last),))
+    called = {str(n.target) for n in traced.graph.nodes if n.op == "call_function"}
+    assert {"proto2torch.winograd_conv.default", "proto2torch.small_batch_linear.default"} <= called

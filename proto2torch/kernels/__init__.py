@@ -54,8 +54,22 @@ def load_kernels() -> list[str]:
                 torch.ops.load_library(str(library))
             except OSError as exc:
                 raise KernelUnavailable(f"could not load {library}: {exc}") from exc
+        _register_shapes()
         _loaded.extend(map(str, libraries))
     return _loaded
+
+
+def _register_shapes() -> None:
+    """What each kernel returns, for tracing without running it (``torch.compile``, ``torch.export``)."""
+
+    @torch.library.register_fake("proto2torch::winograd_conv")
+    def _(x, u, bias, K, pad_h, pad_w, relu):  # noqa: ANN001, ANN202, N803
+        n, _, h, w = x.shape
+        return x.new_empty((n, K, h + 2 * pad_h - 2, w + 2 * pad_w - 2)).contiguous(memory_format=torch.channels_last)
+
+    @torch.library.register_fake("proto2torch::small_batch_linear")
+    def _(x, w, bias):  # noqa: ANN001, ANN202
+        return x.new_empty((x.shape[0], w.shape[0]))
 
 
 def _build(name: str) -> Path:
