@@ -69,6 +69,9 @@ class Optimized(nn.Module):
         self.report = report
 
     def forward(self, *inputs: torch.Tensor):  # noqa: ANN201
+        if self.choice in _OWN_KERNELS:  # inference only: proto2torch's kernels have no backward
+            with torch.no_grad():
+                return self.inner(*_layout(inputs, self.channels_last))
         return self.inner(*_layout(inputs, self.channels_last))
 
     def table(self) -> str:

@@ -52,9 +52,12 @@ def test_winograd_refuses_what_it_cannot_compute() -> None:
     with pytest.raises(RuntimeError, match=r"transformed weights \[36, K/16, 272\]"):
         module(torch.randn(1, 17, 8, 8))
     with pytest.raises(RuntimeError, match="would be empty"):
-        kernels.WinogradConv2d(_conv(16, 16, 0, True, seed=0))(torch.randn(1, 16, 2, 2))
+        kernels.WinogradConv2d(_conv(16, 16, 0, True, seed=0))(torch.randn(1, 16, 2, 2))  # _conv's are in eval mode
     with pytest.raises(RuntimeError, match="for inference"):
         module(torch.randn(1, 16, 8, 8, requires_grad=True))
+    with pytest.raises(RuntimeError, match="for inference"):
+        module.train()(torch.randn(1, 16, 8, 8))  # training it would leave the convolution's weights without gradients
+    module.eval()(torch.randn(1, 16, 8, 8))
     assert not any(
         kernels.eligible(m)
         for m in (
@@ -125,7 +128,9 @@ def test_optimize_measures_the_kernels_candidate_against_caffes_outputs() -> Non
     from proto2torch.verify import error_ratio
 
     for blob, value in (got.items() if isinstance(got, dict) else [(net.outputs and net.values[net.outputs[0]].blob, got)]):
-        assert error_ratio(reference[blob], value.numpy(), 1e-4) <= 1, blob
+        assert error_ratio(reference[blob], value.detach().numpy(), 1e-4) <= 1, blob
+    chosen = proto2torch.optimize(module, *x, candidates=("kernels",))
+    assert not chosen(*x).requires_grad  # callable outside torch.no_grad(): the kernels candidates are for inference
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1))
     skipped = proto2torch.optimize(plain, torch.randn(1, 3, 8, 8), candidates=("eager", "kernels"))
     assert next(c for c in skipped.report if c.name == "kernels").skipped == (

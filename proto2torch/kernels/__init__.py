@@ -4,7 +4,7 @@
   group): 36 multiply-adds per 16 outputs and input channel where a direct convolution does 144, which
   is how OpenCV's dnn runs VGG's convolutions faster than oneDNN's direct ones;
 * ``gemv.cpp``: a fully connected layer at batch 1 to 4, a matrix-vector product that streams the
-  weights once at the memory's speed (MKL's ``sgemv`` takes twice as long on AMD CPUs).
+  weights once at the memory's speed (MKL's ``sgemv`` takes about 1.6× as long on this AMD CPU).
 
 :func:`with_kernels` puts them in place of a module's eligible ``nn.Conv2d``\\ s and ``nn.Linear``\\ s;
 ``proto2torch.optimize`` measures that as its ``kernels`` candidate and keeps it only where it is
@@ -153,12 +153,13 @@ class WinogradConv2d(nn.Module):
         self.out_channels = conv.out_channels
         self.padding = tuple(conv.padding)
         self.relu = relu
+        self.training = conv.training  # an eval-mode net stays one
         self.register_buffer("transformed", winograd_weights(conv.weight))
         self.register_buffer("bias", conv.bias.detach().contiguous() if conv.bias is not None else torch.empty(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            raise RuntimeError("WinogradConv2d is for inference: it has no backward (optimize() returns it for inference only)")
+        if torch.is_grad_enabled() and (x.requires_grad or self.training):  # its weights are a transformed copy: no gradient reaches the layer's
+            raise RuntimeError("WinogradConv2d is for inference: it has no backward (optimize() returns it for inference only; call it in eval mode or under torch.no_grad())")
         return torch.ops.proto2torch.winograd_conv(x, self.transformed, self.bias, self.out_channels, self.padding[0], self.padding[1], self.relu)
 
     def extra_repr(self) -> str:
