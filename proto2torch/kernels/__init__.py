@@ -36,7 +36,7 @@ from torch import nn
 _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
 """F(4, 3)'s kernel transform (Lavin & Gray): U = G g Gᵀ for each 3×3 kernel g."""
 
-_FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
+_FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c++20", "-shared", "-fPIC")
 _SOURCES = ("winograd", "gemv")
 _loaded: list[str] = []
 

@@ -32,55 +32,113 @@ constexpr int64_t kOwnMaxWeights = 3 << 20;  // bytes of transformed weights tha
 
 // v[xi][c] = (B^T d B)[xi] for one tile, over n <= kChunk channels; d[i] points at the n channels of the
 // tile's pixel i (row-major 6x6), ldv is the distance between two positions in v.
-inline void input_transform(const float* const* d, float* v, int64_t ldv, int64_t n) {
-  float t[36][kChunk];
-  for (int j = 0; j < 6; ++j) {
-    const float *d0 = d[j], *d1 = d[6 + j], *d2 = d[12 + j], *d3 = d[18 + j], *d4 = d[24 + j], *d5 = d[30 + j];
-    for (int64_t c = 0; c < n; ++c) {
-      t[j][c] = 4 * d0[c] - 5 * d2[c] + d4[c];
-      t[6 + j][c] = -4 * (d1[c] + d2[c]) + d3[c] + d4[c];
-      t[12 + j][c] = 4 * (d1[c] - d2[c]) - d3[c] + d4[c];
-      t[18 + j][c] = -2 * (d1[c] - d3[c]) - d2[c] + d4[c];
-      t[24 + j][c] = 2 * (d1[c] - d3[c]) - d2[c] + d4[c];
-      t[30 + j][c] = 4 * d1[c] - 5 * d3[c] + d5[c];
+inline void input_transform(const float* const* d, float* __restrict__ v, int64_t ldv, int64_t n) {
+  int64_t c0 = 0;
+#ifdef __AVX2__
+  for (; c0 + 8 <= n; c0 += 8) {
+    __m256 t[36];
+    const __m256 four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f), two = _mm256_set1_ps(2.0f);
+    for (int j = 0; j < 6; ++j) {
+      const __m256 d0 = _mm256_loadu_ps(d[j] + c0), d1 = _mm256_loadu_ps(d[6 + j] + c0), d2 = _mm256_loadu_ps(d[12 + j] + c0);
+      const __m256 d3 = _mm256_loadu_ps(d[18 + j] + c0), d4 = _mm256_loadu_ps(d[24 + j] + c0), d5 = _mm256_loadu_ps(d[30 + j] + c0);
+      const __m256 a = _mm256_fnmadd_ps(four, d2, d4), b = _mm256_fnmadd_ps(four, d1, d3);  // d4 - 4 d2, d3 - 4 d1
+      const __m256 e = _mm256_sub_ps(d4, d2), f = _mm256_mul_ps(two, _mm256_sub_ps(d1, d3));
+      t[j] = _mm256_add_ps(_mm256_fnmadd_ps(five, d2, _mm256_mul_ps(four, d0)), d4);
+      t[6 + j] = _mm256_add_ps(a, b);
+      t[12 + j] = _mm256_sub_ps(a, b);
+      t[18 + j] = _mm256_sub_ps(e, f);
+      t[24 + j] = _mm256_add_ps(e, f);
+      t[30 + j] = _mm256_add_ps(_mm256_fnmadd_ps(five, d3, _mm256_mul_ps(four, d1)), d5);
+    }
+    for (int i = 0; i < 6; ++i) {
+      const __m256 t0 = t[i * 6], t1 = t[i * 6 + 1], t2 = t[i * 6 + 2], t3 = t[i * 6 + 3], t4 = t[i * 6 + 4], t5 = t[i * 6 + 5];
+      const __m256 a = _mm256_fnmadd_ps(four, t2, t4), b = _mm256_fnmadd_ps(four, t1, t3);
+      const __m256 e = _mm256_sub_ps(t4, t2), f = _mm256_mul_ps(two, _mm256_sub_ps(t1, t3));
+      float* vi = v + i * 6 * ldv + c0;
+      _mm256_storeu_ps(vi, _mm256_add_ps(_mm256_fnmadd_ps(five, t2, _mm256_mul_ps(four, t0)), t4));
+      _mm256_storeu_ps(vi + ldv, _mm256_add_ps(a, b));
+      _mm256_storeu_ps(vi + 2 * ldv, _mm256_sub_ps(a, b));
+      _mm256_storeu_ps(vi + 3 * ldv, _mm256_sub_ps(e, f));
+      _mm256_storeu_ps(vi + 4 * ldv, _mm256_add_ps(e, f));
+      _mm256_storeu_ps(vi + 5 * ldv, _mm256_add_ps(_mm256_fnmadd_ps(five, t3, _mm256_mul_ps(four, t1)), t5));
     }
   }
-  for (int i = 0; i < 6; ++i) {
-    const float *t0 = t[i * 6], *t1 = t[i * 6 + 1], *t2 = t[i * 6 + 2], *t3 = t[i * 6 + 3], *t4 = t[i * 6 + 4], *t5 = t[i * 6 + 5];
-    float* v0 = v + i * 6 * ldv;
-    for (int64_t c = 0; c < n; ++c) {
-      v0[c] = 4 * t0[c] - 5 * t2[c] + t4[c];
-      v0[ldv + c] = -4 * (t1[c] + t2[c]) + t3[c] + t4[c];
-      v0[2 * ldv + c] = 4 * (t1[c] - t2[c]) - t3[c] + t4[c];
-      v0[3 * ldv + c] = -2 * (t1[c] - t3[c]) - t2[c] + t4[c];
-      v0[4 * ldv + c] = 2 * (t1[c] - t3[c]) - t2[c] + t4[c];
-      v0[5 * ldv + c] = 4 * t1[c] - 5 * t3[c] + t5[c];
+#endif
+  for (int64_t c = c0; c < n; ++c) {  // what is left of the channels, one at a time
+    float t[36];
+    for (int j = 0; j < 6; ++j) {
+      const float d0 = d[j][c], d1 = d[6 + j][c], d2 = d[12 + j][c], d3 = d[18 + j][c], d4 = d[24 + j][c], d5 = d[30 + j][c];
+      t[j] = 4 * d0 - 5 * d2 + d4;
+      t[6 + j] = -4 * (d1 + d2) + d3 + d4;
+      t[12 + j] = 4 * (d1 - d2) - d3 + d4;
+      t[18 + j] = -2 * (d1 - d3) - d2 + d4;
+      t[24 + j] = 2 * (d1 - d3) - d2 + d4;
+      t[30 + j] = 4 * d1 - 5 * d3 + d5;
+    }
+    for (int i = 0; i < 6; ++i) {
+      const float *r = t + i * 6;
+      float* vi = v + i * 6 * ldv + c;
+      vi[0] = 4 * r[0] - 5 * r[2] + r[4];
+      vi[ldv] = -4 * (r[1] + r[2]) + r[3] + r[4];
+      vi[2 * ldv] = 4 * (r[1] - r[2]) - r[3] + r[4];
+      vi[3 * ldv] = -2 * (r[1] - r[3]) - r[2] + r[4];
+      vi[4 * ldv] = 2 * (r[1] - r[3]) - r[2] + r[4];
+      vi[5 * ldv] = 4 * r[1] - 5 * r[3] + r[5];
     }
   }
 }
 
-// out[p][k] = (A^T m A)[p] for one tile (p the 16 outputs, row-major 4x4), over n <= kChunk channels.
-inline void output_transform(const float* m, int64_t ldm, float out[16][kChunk], int64_t n) {
-  float t[24][kChunk];
-  for (int j = 0; j < 6; ++j) {
-    const float *m0 = m + j * ldm, *m1 = m + (6 + j) * ldm, *m2 = m + (12 + j) * ldm;
-    const float *m3 = m + (18 + j) * ldm, *m4 = m + (24 + j) * ldm, *m5 = m + (30 + j) * ldm;
-    for (int64_t c = 0; c < n; ++c) {
-      const float a = m1[c] + m2[c], b = m1[c] - m2[c], e = m3[c] + m4[c], f = m3[c] - m4[c];
-      t[j][c] = m0[c] + a + e;
-      t[6 + j][c] = b + 2 * f;
-      t[12 + j][c] = a + 4 * e;
-      t[18 + j][c] = b + 8 * f + m5[c];
+// dst[p][c] = (A^T m A)[p] + bias[c], then the ReLU if asked for, for one tile (p the 16 outputs,
+// row-major 4x4; dst[p] null where the output is past the edge), over n <= kChunk channels.
+inline void output_transform(const float* m, int64_t ldm, float* const* dst, const float* bias, bool relu, int64_t n) {
+  int64_t c0 = 0;
+#ifdef __AVX2__
+  const __m256 two = _mm256_set1_ps(2.0f), four = _mm256_set1_ps(4.0f), eight = _mm256_set1_ps(8.0f), zero = _mm256_setzero_ps();
+  for (; c0 + 8 <= n; c0 += 8) {
+    __m256 t[24];
+    for (int j = 0; j < 6; ++j) {
+      const __m256 m0 = _mm256_loadu_ps(m + j * ldm + c0), m1 = _mm256_loadu_ps(m + (6 + j) * ldm + c0), m2 = _mm256_loadu_ps(m + (12 + j) * ldm + c0);
+      const __m256 m3 = _mm256_loadu_ps(m + (18 + j) * ldm + c0), m4 = _mm256_loadu_ps(m + (24 + j) * ldm + c0), m5 = _mm256_loadu_ps(m + (30 + j) * ldm + c0);
+      const __m256 a = _mm256_add_ps(m1, m2), b = _mm256_sub_ps(m1, m2), e = _mm256_add_ps(m3, m4), f = _mm256_sub_ps(m3, m4);
+      t[j] = _mm256_add_ps(_mm256_add_ps(m0, a), e);
+      t[6 + j] = _mm256_fmadd_ps(two, f, b);
+      t[12 + j] = _mm256_fmadd_ps(four, e, a);
+      t[18 + j] = _mm256_add_ps(_mm256_fmadd_ps(eight, f, b), m5);
+    }
+    const __m256 bv = bias ? _mm256_loadu_ps(bias + c0) : zero;
+    for (int i = 0; i < 4; ++i) {
+      const __m256 t0 = t[i * 6], t1 = t[i * 6 + 1], t2 = t[i * 6 + 2], t3 = t[i * 6 + 3], t4 = t[i * 6 + 4], t5 = t[i * 6 + 5];
+      const __m256 a = _mm256_add_ps(t1, t2), b = _mm256_sub_ps(t1, t2), e = _mm256_add_ps(t3, t4), f = _mm256_sub_ps(t3, t4);
+      __m256 y[4] = {_mm256_add_ps(_mm256_add_ps(t0, a), e), _mm256_fmadd_ps(two, f, b), _mm256_fmadd_ps(four, e, a), _mm256_add_ps(_mm256_fmadd_ps(eight, f, b), t5)};
+      for (int j = 0; j < 4; ++j) {
+        if (!dst[i * 4 + j]) continue;
+        __m256 out = _mm256_add_ps(y[j], bv);
+        if (relu) out = _mm256_max_ps(out, zero);
+        _mm256_storeu_ps(dst[i * 4 + j] + c0, out);
+      }
     }
   }
-  for (int i = 0; i < 4; ++i) {
-    const float *t0 = t[i * 6], *t1 = t[i * 6 + 1], *t2 = t[i * 6 + 2], *t3 = t[i * 6 + 3], *t4 = t[i * 6 + 4], *t5 = t[i * 6 + 5];
-    for (int64_t c = 0; c < n; ++c) {
-      const float a = t1[c] + t2[c], b = t1[c] - t2[c], e = t3[c] + t4[c], f = t3[c] - t4[c];
-      out[i * 4][c] = t0[c] + a + e;
-      out[i * 4 + 1][c] = b + 2 * f;
-      out[i * 4 + 2][c] = a + 4 * e;
-      out[i * 4 + 3][c] = b + 8 * f + t5[c];
+#endif
+  for (int64_t c = c0; c < n; ++c) {  // what is left of the channels, one at a time
+    float t[24];
+    for (int j = 0; j < 6; ++j) {
+      const float m0 = m[j * ldm + c], m1 = m[(6 + j) * ldm + c], m2 = m[(12 + j) * ldm + c];
+      const float m3 = m[(18 + j) * ldm + c], m4 = m[(24 + j) * ldm + c], m5 = m[(30 + j) * ldm + c];
+      const float a = m1 + m2, b = m1 - m2, e = m3 + m4, f = m3 - m4;
+      t[j] = m0 + a + e;
+      t[6 + j] = b + 2 * f;
+      t[12 + j] = a + 4 * e;
+      t[18 + j] = b + 8 * f + m5;
+    }
+    for (int i = 0; i < 4; ++i) {
+      const float* r = t + i * 6;
+      const float a = r[1] + r[2], b = r[1] - r[2], e = r[3] + r[4], f = r[3] - r[4];
+      const float y[4] = {r[0] + a + e, b + 2 * f, a + 4 * e, b + 8 * f + r[5]};
+      for (int j = 0; j < 4; ++j) {
+        if (!dst[i * 4 + j]) continue;
+        const float out = y[j] + (bias ? bias[c] : 0.0f);
+        dst[i * 4 + j][c] = relu ? std::max(out, 0.0f) : out;
+      }
     }
   }
 }
@@ -176,21 +234,15 @@ at::Tensor winograd_conv(const at::Tensor& input, const at::Tensor& u, const at:
   };
   // tiles t0+b0 .. t0+b1-1 from m ([36][ldt][Kp]) into y, with the bias and the ReLU
   auto tiles_out = [&](const float* m, int64_t ldt, int64_t t0, int64_t b0, int64_t b1) {
-    float out[16][kChunk];
+    float* dst[16];
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t t = t0 + b, n = t / (th * tw), r = t % (th * tw);
       const int64_t oy0 = (r / tw) * 4, ox0 = (r % tw) * 4;
       for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
-        const int64_t nk = std::min(kChunk, K - k0);
-        output_transform(m + b * Kp + k0, ldt * Kp, out, nk);
-        for (int i = 0; i < 4 && oy0 + i < Ho; ++i)
-          for (int j = 0; j < 4 && ox0 + j < Wo; ++j) {
-            float* dst = yp + ((n * Ho + oy0 + i) * Wo + ox0 + j) * K + k0;
-            const float* src = out[i * 4 + j];
-            if (bp) for (int64_t k = 0; k < nk; ++k) dst[k] = src[k] + bp[k0 + k];
-            else std::memcpy(dst, src, nk * sizeof(float));
-            if (relu) for (int64_t k = 0; k < nk; ++k) dst[k] = std::max(dst[k], 0.0f);
-          }
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j)
+            dst[i * 4 + j] = (oy0 + i < Ho && ox0 + j < Wo) ? yp + ((n * Ho + oy0 + i) * Wo + ox0 + j) * K + k0 : nullptr;
+        output_transform(m + b * Kp + k0, ldt * Kp, dst, bp ? bp + k0 : nullptr, relu, std::min(kChunk, K - k0));
       }
     }
   };
