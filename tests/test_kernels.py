@@ -33,6 +33,7 @@ def _conv(c: int, k: int, padding: int, bias: bool, seed: int) -> nn.Conv2d:
         (3, 70, 33, 9, 13, 0, False, True),  # channels past one chunk of 64, outputs not a multiple of 16
         (2, 16, 20, 7, 5, 2, True, False),  # partial tiles at the edges, wide padding
         (1, 24, 8, 3, 3, 0, True, True),  # a single output pixel
+        (2, 3, 64, 17, 19, 1, True, True),  # three input channels (an image): no full group of eight
     ],
 )
 def test_winograd_convolution_equals_torchs(n, c, k, h, w, padding, bias, relu) -> None:
@@ -65,7 +66,6 @@ def test_winograd_refuses_what_it_cannot_compute() -> None:
             nn.Conv2d(16, 16, 3, dilation=2),
             nn.Conv2d(16, 16, 3, groups=2),
             nn.Conv2d(16, 16, 1),
-            nn.Conv2d(8, 16, 3),
             nn.Conv2d(16, 16, 3, padding_mode="reflect"),
             nn.Conv2d(16, 16, 3).double(),
         )
@@ -83,7 +83,7 @@ def test_a_missing_compiler_is_a_typed_error(tmp_path, monkeypatch) -> None:
 class _Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.a, self.relu_a = nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()  # 3 inputs: stays PyTorch's
+        self.a, self.relu_a = nn.Conv2d(3, 16, 3, padding=1, stride=2), nn.ReLU()  # stride 2: stays PyTorch's
         self.b, self.relu_b = nn.Conv2d(16, 32, 3, padding=1), nn.ReLU()  # ReLU its only reader: folded in
         self.c, self.relu_c = nn.Conv2d(32, 32, 3, padding=1), nn.ReLU()  # also read by the sum: not folded
 
@@ -98,7 +98,7 @@ def test_with_kernels_swaps_eligible_convolutions_and_folds_a_lone_relu() -> Non
     module = fx.symbolic_trace(_Net().eval())
     swapped, count = kernels.with_kernels(module)
     assert count == 2 and isinstance(module.get_submodule("b"), nn.Conv2d)
-    assert isinstance(swapped.get_submodule("b"), kernels.WinogradConv2d) and swapped.get_submodule("b").relu
+    assert isinstance(swapped.get_submodule("a"), nn.Conv2d) and isinstance(swapped.get_submodule("b"), kernels.WinogradConv2d) and swapped.get_submodule("b").relu
     assert not swapped.get_submodule("c").relu and not hasattr(swapped, "relu_b") and hasattr(swapped, "relu_c")
     assert swapped.get_submodule("a").weight is module.get_submodule("a").weight  # shared, not copied
     x = torch.randn(2, 3, 11, 10)

@@ -130,7 +130,8 @@ def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
 
 def eligible(module: nn.Module) -> bool:
     """Whether ``module`` is a convolution the Winograd kernel computes: 3×3, stride 1, no dilation,
-    one group, zero padding, float32, at least 16 input channels (fewer leave too little to save)."""
+    one group, zero padding, float32.  Any number of input channels: VGG's first layer (3 → 64 at 224²)
+    takes 1.6 ms with it against oneDNN's 2.4 here."""
     return (
         type(module) is nn.Conv2d
         and module.kernel_size == (3, 3)
@@ -139,7 +140,6 @@ def eligible(module: nn.Module) -> bool:
         and module.groups == 1
         and module.padding_mode == "zeros"
         and isinstance(module.padding, tuple)
-        and module.in_channels >= 16
         and module.weight.dtype == torch.float32
     )
 
