@@ -204,3 +204,27 @@ def test_inductor_compiles_around_the_kernels() -> None:
         traced = torch.export.export(optimize_module._own_kernels(module, channels_last=True), (x.contiguous(memory_format=torch.channels_last),))
     called = {str(n.target) for n in traced.graph.nodes if n.op == "call_function"}
     assert {"proto2torch.winograd_conv.default", "proto2torch.small_batch_linear.default"} <= called
+
+
+def test_the_kernels_without_avx2_compute_the_same(tmp_path) -> None:
+    """Built for a CPU without AVX2 (plain x86-64: the portable loops a machine without it compiles),
+    under a namespace of their own, both kernels give what PyTorch gives."""
+    from importlib import resources
+
+    flags = tuple("-march=x86-64" if f == "-march=native" else f for f in kernels._FLAGS)
+    for name in ("winograd", "gemv"):
+        source = resources.files(kernels).joinpath(f"{name}.cpp").read_text()
+        source = source.replace("TORCH_LIBRARY_FRAGMENT(proto2torch,", "TORCH_LIBRARY_FRAGMENT(proto2torch_portable,")
+        source = source.replace("TORCH_LIBRARY_IMPL(proto2torch,", "TORCH_LIBRARY_IMPL(proto2torch_portable,")
+        assert "(proto2torch_portable," in source
+        kernels._compile(name, source, tmp_path / f"{name}.so", flags)
+        torch.ops.load_library(str(tmp_path / f"{name}.so"))
+    for n, c, k, h, w, padding in [(2, 16, 20, 9, 13, 1), (1, 70, 33, 7, 5, 0), (3, 3, 48, 30, 31, 2)]:
+        conv = _conv(c, k, padding, True, seed=c)
+        x = torch.randn(n, c, h, w)
+        with torch.no_grad():
+            want = conv(x).clamp_min(0)
+            got = torch.ops.proto2torch_portable.winograd_conv(x, kernels.winograd_weights(conv.weight), conv.bias, k, padding, padding, True)
+        assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+    x, weight, bias = torch.randn(3, 37), torch.randn(10, 37), torch.randn(10)
+    assert torch.allclose(torch.ops.proto2torch_portable.small_batch_linear(x, weight, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)

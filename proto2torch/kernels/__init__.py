@@ -73,13 +73,9 @@ def _register_shapes() -> None:
 
 
 def _build(name: str) -> Path:
+    """The compiled library of kernel ``name``, built now unless this machine has it already."""
     source = resources.files(__package__).joinpath(f"{name}.cpp").read_text()
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if not compiler:
-        raise KernelUnavailable("no C++ compiler found (set CXX, or install g++)")
-    from torch.utils.cpp_extension import include_paths
-
-    torch_lib = Path(torch.__file__).parent / "lib"
+    compiler = _compiler()
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
     key = hashlib.sha256("\0".join([source, compiler, *_FLAGS, abi, torch.__version__, _cpu_features()]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "proto2torch" / "kernels"
@@ -88,21 +84,37 @@ def _build(name: str) -> Path:
         return library
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as work:
-        src = Path(work) / f"{name}.cpp"
-        src.write_text(source)
-        out = Path(work) / library.name
-        command = [compiler, *_FLAGS, abi, *(f"-I{p}" for p in include_paths()), str(src), "-o", str(out),
-                   f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu", "-ltorch"]  # fmt: skip
         print(f"proto2torch: compiling the {name} kernel for this machine (once; cached in {cache})", file=sys.stderr, flush=True)
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise KernelUnavailable(f"compiling {name}.cpp with {compiler} failed: {exc}") from exc
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()[-1:]
-            raise KernelUnavailable(f"compiling {name}.cpp with {compiler} failed: {lines[0] if lines else f'exit {done.returncode}'}")
+        out = Path(work) / library.name
+        _compile(f"{name}.cpp", source, out, _FLAGS)
         os.replace(out, library)  # whole or not at all; a concurrent build writes the same bytes
     return library
+
+
+def _compiler() -> str:
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not compiler:
+        raise KernelUnavailable("no C++ compiler found (set CXX, or install g++)")
+    return compiler
+
+
+def _compile(name: str, source: str, out: Path, flags: tuple[str, ...]) -> None:
+    """``source`` compiled with ``flags`` against the installed torch into the library ``out``."""
+    from torch.utils.cpp_extension import include_paths
+
+    compiler = _compiler()
+    torch_lib = Path(torch.__file__).parent / "lib"
+    src = out.with_suffix(".cpp")
+    src.write_text(source)
+    command = [compiler, *flags, f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}", *(f"-I{p}" for p in include_paths()),
+               str(src), "-o", str(out), f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu", "-ltorch"]  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KernelUnavailable(f"compiling {name} with {compiler} failed: {exc}") from exc
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()[-1:]
+        raise KernelUnavailable(f"compiling {name} with {compiler} failed: {lines[0] if lines else f'exit {done.returncode}'}")
 
 
 def _cpu_features() -> str:
