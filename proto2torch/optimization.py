@@ -130,7 +130,9 @@ def optimize(module: nn.Module, *example_inputs: torch.Tensor, candidates: Seque
     if "inductor" in candidates:
         attempt("inductor", lambda: _inductor(module, fast_layout), fast_layout)
     if "kernels_inductor" in candidates:
-        attempt("kernels_inductor", lambda: _inductor(_own_kernels(module, spatial), channels_last=False), spatial)
+        # the kernels candidate's module when it ran (its copy and transformed weights are not made twice)
+        own = lambda: built["kernels"][0] if "kernels" in built else _own_kernels(module, spatial)  # noqa: E731
+        attempt("kernels_inductor", lambda: _inductor(own(), channels_last=False), spatial)
     if not built:
         raise RuntimeError("no candidate could run the module:\n" + "\n".join(f"  {c.name}: {c.skipped}" for c in report))
     choice = min(built, key=lambda name: next(c.ms for c in report if c.name == name) or float("inf"))
@@ -264,17 +266,13 @@ _FAST_LRN_MAX_SIZE = 15
 def _with_fast_lrn(module: nn.Module) -> nn.Module:
     """``module`` with each ``nn.LocalResponseNorm`` swapped for :class:`FastLRN`: a copy that shares the
     parameters and buffers (no weights copied), or ``module`` itself when it has none to swap."""
-    import copy
+    from .backend.swap import copy_sharing_weights, swap_each
 
-    found = [name for name, m in module.named_modules() if isinstance(m, nn.LocalResponseNorm) and m.size <= _FAST_LRN_MAX_SIZE]
-    if not found:
+    wanted = lambda m: isinstance(m, nn.LocalResponseNorm) and m.size <= _FAST_LRN_MAX_SIZE  # noqa: E731
+    if not any(wanted(m) for m in module.modules()):
         return module
-    shared = {id(t): t for t in (*module.parameters(), *module.buffers())}
-    clone = copy.deepcopy(module, shared)
-    for name in found:
-        old = clone.get_submodule(name)
-        parent, _, leaf = name.rpartition(".")
-        setattr(clone.get_submodule(parent), leaf, FastLRN(old.size, old.alpha, old.beta, old.k))
+    clone = copy_sharing_weights(module)
+    swap_each(clone, wanted, lambda old: FastLRN(old.size, old.alpha, old.beta, old.k))
     return clone
 
 

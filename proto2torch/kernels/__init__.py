@@ -19,7 +19,6 @@ failed build, is a :class:`KernelUnavailable` naming the cause.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import shutil
@@ -37,6 +36,8 @@ _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24,
 """F(4, 3)'s kernel transform (Lavin & Gray): U = G g Gᵀ for each 3×3 kernel g."""
 
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c++20", "-shared", "-fPIC")
+_ABI = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+"""The C++ library ABI the installed torch was built with; the kernels must match it."""
 _SOURCES = ("winograd", "gemv")
 _loaded: list[str] = []
 
@@ -76,8 +77,7 @@ def _build(name: str) -> Path:
     """The compiled library of kernel ``name``, built now unless this machine has it already."""
     source = resources.files(__package__).joinpath(f"{name}.cpp").read_text()
     compiler = _compiler()
-    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
-    key = hashlib.sha256("\0".join([source, compiler, *_FLAGS, abi, torch.__version__, _cpu_features()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([source, compiler, *_FLAGS, _ABI, torch.__version__, _cpu_features()]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "proto2torch" / "kernels"
     library = cache / f"{name}-{key}.so"
     if library.exists():
@@ -106,7 +106,7 @@ def _compile(name: str, source: str, out: Path, flags: tuple[str, ...]) -> None:
     torch_lib = Path(torch.__file__).parent / "lib"
     src = out.with_suffix(".cpp")
     src.write_text(source)
-    command = [compiler, *flags, f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}", *(f"-I{p}" for p in include_paths()),
+    command = [compiler, *flags, _ABI, *(f"-I{p}" for p in include_paths()),
                str(src), "-o", str(out), f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu", "-ltorch"]  # fmt: skip
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -215,36 +215,24 @@ def with_kernels(module: nn.Module) -> tuple[nn.Module, int]:
     """
     from torch import fx
 
-    shared = {id(t): t for t in (*module.parameters(), *module.buffers())}
-    clone = copy.deepcopy(module, shared)
-    swapped = 0
-    for name, sub in list(clone.named_modules()):
-        if name and linear_eligible(sub):
-            _replace(clone, name, FastLinear(sub))
-            swapped += 1
-    if isinstance(clone, fx.GraphModule):
-        calls = Counter(node.target for node in clone.graph.nodes if node.op == "call_module")
-        for node in list(clone.graph.nodes):
-            if node.op != "call_module" or not eligible(clone.get_submodule(node.target)):
-                continue
-            users = list(node.users)
-            relu = calls[node.target] == 1 and len(users) == 1 and users[0].op == "call_module" and type(clone.get_submodule(users[0].target)) is nn.ReLU
-            _replace(clone, node.target, WinogradConv2d(clone.get_submodule(node.target), relu))
-            if relu:
-                users[0].replace_all_uses_with(node)
-                clone.graph.erase_node(users[0])
-            swapped += 1
-        clone.graph.lint()
-        clone.recompile()
-        clone.delete_all_unused_submodules()
-        return clone, swapped
-    for name, sub in list(clone.named_modules()):
-        if name and eligible(sub):
-            _replace(clone, name, WinogradConv2d(sub))
-            swapped += 1
+    from ..backend.swap import copy_sharing_weights, replace, swap_each
+
+    clone = copy_sharing_weights(module)
+    swapped = swap_each(clone, linear_eligible, FastLinear)
+    if not isinstance(clone, fx.GraphModule):
+        return clone, swapped + swap_each(clone, eligible, WinogradConv2d)
+    calls = Counter(node.target for node in clone.graph.nodes if node.op == "call_module")
+    for node in list(clone.graph.nodes):
+        if node.op != "call_module" or not eligible(clone.get_submodule(node.target)):
+            continue
+        users = list(node.users)
+        relu = calls[node.target] == 1 and len(users) == 1 and users[0].op == "call_module" and type(clone.get_submodule(users[0].target)) is nn.ReLU
+        replace(clone, node.target, WinogradConv2d(clone.get_submodule(node.target), relu))
+        if relu:
+            users[0].replace_all_uses_with(node)
+            clone.graph.erase_node(users[0])
+        swapped += 1
+    clone.graph.lint()
+    clone.recompile()
+    clone.delete_all_unused_submodules()
     return clone, swapped
-
-
-def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent), leaf, new)
